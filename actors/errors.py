@@ -1,0 +1,142 @@
+"""Domain errors: small classes with fields, mapped to HTTP in one table in ``web/errors.py``.
+
+Each error has a stable ``type`` (the ``error.type`` a client sees) and a message that is safe
+to show: no API key, no prompt text, no stack trace.
+"""
+
+from __future__ import annotations
+
+
+class ActorChatError(Exception):
+    """Base of every error actorchat reports to a client."""
+
+    type: str = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RetryableError(ActorChatError):
+    """An error the client may retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SessionBusy(RetryableError):
+    """The actor's mailbox is full: refused at once instead of queueing without bound."""
+
+    type = "busy"
+
+
+class TooManyActors(RetryableError):
+    """``actors.max_actors`` are live and none of them is idle enough to be stopped."""
+
+    type = "overloaded"
+
+
+class ShuttingDown(RetryableError):
+    """The actor system is stopping and takes no new work."""
+
+    type = "shutting_down"
+
+
+class JobQueueFull(RetryableError):
+    """``jobs.max_running`` jobs run and ``jobs.max_queued`` wait already."""
+
+    type = "overloaded"
+
+
+class ActorStopped(ActorChatError):
+    """The actor stopped before it could answer this message."""
+
+    type = "actor_stopped"
+
+
+class ActorCrashed(ActorChatError):
+    """The actor raised an unexpected error while handling this message.
+
+    The actor itself is restarted from the store; the message that crashed it is not retried.
+    """
+
+    type = "internal_error"
+
+
+class JobNotFound(ActorChatError):
+    """No job with this trace ID, or its result has expired."""
+
+    type = "not_found"
+
+
+class IdempotencyConflict(ActorChatError):
+    """The Idempotency-Key was used before with a different request body."""
+
+    type = "idempotency_conflict"
+
+
+class JobTimedOut(ActorChatError):
+    """The job ran longer than ``jobs.max_duration_s`` and was cancelled."""
+
+    type = "timeout"
+
+
+class JobCancelled(ActorChatError):
+    """The job was cancelled by its client or by shutdown."""
+
+    type = "cancelled"
+
+
+class UpstreamError(ActorChatError):
+    """Base of the errors that come from the OpenAI-compatible upstream."""
+
+    type = "upstream_error"
+    transient = False
+
+
+class UpstreamNotConfigured(UpstreamError):
+    """``upstream.provider = "openai"`` but no API key is set."""
+
+    type = "upstream_not_configured"
+
+
+class UpstreamRefusedKey(UpstreamError):
+    """The upstream answered 401/403: the API key was refused. Never retried."""
+
+    type = "upstream_auth_error"
+
+
+class UpstreamRejected(UpstreamError):
+    """The upstream refused the request itself (400, 404, 422). Never retried."""
+
+    type = "upstream_bad_request"
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UpstreamRateLimited(UpstreamError):
+    """The upstream answered 429; ``retry_after`` is its Retry-After in seconds, if sent."""
+
+    type = "rate_limited"
+    transient = True
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The upstream answered 5xx, or the connection failed or dropped."""
+
+    type = "upstream_unavailable"
+    transient = True
+
+
+class UpstreamTimeout(UpstreamError):
+    """An attempt passed ``upstream.timeout_s``, or the request passed its overall deadline."""
+
+    type = "upstream_timeout"
+    transient = True

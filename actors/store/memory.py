@@ -1,0 +1,88 @@
+"""The in-process store: dicts, expiry by ``trio.current_time()`` so MockClock drives it."""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import replace
+
+import trio
+
+from .base import JobRecord, Message
+
+
+class MemoryStore:
+    """Sessions and jobs in this process's memory; lost on restart.
+
+    Expired jobs and idempotency keys are dropped when read and swept on each write.
+    """
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, list[Message]] = {}
+        self._jobs: dict[str, tuple[JobRecord, float]] = {}
+        self._keys: dict[str, tuple[str, str, float]] = {}
+        self._expiry: list[tuple[float, str, str]] = []  # (deadline, "job"|"key", name)
+
+    async def ping(self) -> bool:
+        return True
+
+    async def aclose(self) -> None:
+        return None
+
+    async def create_session(self, session_id: str) -> None:
+        self._sessions.setdefault(session_id, [])
+
+    async def session_exists(self, session_id: str) -> bool:
+        return session_id in self._sessions
+
+    async def load_history(self, session_id: str) -> list[Message] | None:
+        history = self._sessions.get(session_id)
+        return None if history is None else list(history)
+
+    async def append_turn(self, session_id: str, user: str, assistant: str) -> None:
+        self._sessions.setdefault(session_id, []).extend(
+            (("user", user), ("assistant", assistant))
+        )
+
+    async def delete_session(self, session_id: str) -> bool:
+        return self._sessions.pop(session_id, None) is not None
+
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    async def save_job(self, record: JobRecord, ttl_s: float | None) -> None:
+        now = trio.current_time()
+        self._sweep(now)
+        deadline = float("inf") if ttl_s is None else now + ttl_s
+        self._jobs[record.trace_id] = (replace(record), deadline)
+        if ttl_s is not None:
+            heapq.heappush(self._expiry, (deadline, "job", record.trace_id))
+
+    async def load_job(self, trace_id: str) -> JobRecord | None:
+        entry = self._jobs.get(trace_id)
+        if entry is None:
+            return None
+        record, deadline = entry
+        if trio.current_time() >= deadline:
+            del self._jobs[trace_id]
+            return None
+        return replace(record)
+
+    async def claim_idempotency_key(
+        self, key: str, fingerprint: str, trace_id: str, ttl_s: float
+    ) -> tuple[str, str] | None:
+        now = trio.current_time()
+        self._sweep(now)
+        bound = self._keys.get(key)
+        if bound is not None and now < bound[2]:
+            return bound[0], bound[1]
+        self._keys[key] = (trace_id, fingerprint, now + ttl_s)
+        heapq.heappush(self._expiry, (now + ttl_s, "key", key))
+        return None
+
+    def _sweep(self, now: float) -> None:
+        while self._expiry and self._expiry[0][0] <= now:
+            deadline, what, name = heapq.heappop(self._expiry)
+            table = self._jobs if what == "job" else self._keys
+            entry = table.get(name)
+            if entry is not None and entry[-1] <= deadline:
+                del table[name]

@@ -1,0 +1,159 @@
+"""One attempt at an OpenAI chat completion, through the official SDK.
+
+The SDK's own retries are off (``max_retries=0``): the supervisor retries. Every SDK error
+is translated here into a domain error from :mod:`actors.errors`, so nothing above this module
+sees an ``openai`` exception. Messages never carry the API key.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import openai
+
+from .errors import (
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRefusedKey,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """What to send upstream: the whole context, oldest first, and the sampling settings."""
+
+    messages: Sequence[Mapping[str, str]]
+    model: str
+    temperature: float
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The upstream's answer as actorchat passes it on."""
+
+    content: str
+    model: str
+    usage: dict[str, Any] | None
+    rate_limit_remaining: int | None = None
+
+
+class Upstream:
+    """An ``AsyncOpenAI`` client for one base URL and key; ``complete`` makes one attempt."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None,
+        timeout_s: float,
+        max_connections: int = 256,
+        label: str = "openai",
+    ) -> None:
+        self.label = label
+        self.base_url = base_url or "https://api.openai.com/v1"
+        self._http = httpx2.AsyncClient(
+            limits=httpx2.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            timeout=timeout_s,
+        )
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=self.base_url,
+            max_retries=0,
+            timeout=timeout_s,
+            http_client=self._http,
+        )
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        """Make one call. Raises an :class:`UpstreamError` subclass on any failure."""
+        try:
+            raw = await self._client.chat.completions.with_raw_response.create(
+                model=request.model,
+                messages=list(request.messages),  # type: ignore[arg-type]
+                temperature=request.temperature,
+            )
+        except openai.APIStatusError as error:
+            raise translate_status(error.status_code, error.response.headers,
+                                   _message_of(error)) from None
+        except openai.APITimeoutError:
+            raise UpstreamTimeout("the upstream did not answer in time") from None
+        except openai.APIConnectionError as error:
+            raise UpstreamUnavailable(
+                f"could not reach the upstream: {type(error.__cause__ or error).__name__}"
+            ) from None
+        return _completion_from(raw.http_response)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _completion_from(response: httpx2.Response) -> Completion:
+    try:
+        body = response.json()
+        content = body["choices"][0]["message"].get("content") or ""
+        model = str(body.get("model", ""))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        raise UpstreamUnavailable("the upstream sent a malformed completion") from None
+    remaining = response.headers.get("x-ratelimit-remaining-requests")
+    return Completion(
+        content=content,
+        model=model,
+        usage=body.get("usage"),
+        rate_limit_remaining=int(remaining) if remaining and remaining.isdigit() else None,
+    )
+
+
+def _message_of(error: openai.APIStatusError) -> str:
+    body = error.body if isinstance(error.body, dict) else {}
+    detail = body.get("message") if isinstance(body.get("message"), str) else None
+    return detail or f"HTTP {error.status_code}"
+
+
+def translate_status(status: int, headers: Mapping[str, str], detail: str) -> UpstreamError:
+    """The domain error for an upstream HTTP error status."""
+    if status in (401, 403):
+        return UpstreamRefusedKey(
+            f"the upstream refused the API key (HTTP {status}); check OPENAI_API_KEY"
+        )
+    if status == 429:
+        return UpstreamRateLimited(
+            "the upstream is rate limiting requests", retry_after=retry_after_of(headers)
+        )
+    if status >= 500 or status == 408:
+        return UpstreamUnavailable(f"the upstream failed with HTTP {status}")
+    return UpstreamRejected(f"the upstream rejected the request: {_redact(detail)}", status)
+
+
+def retry_after_of(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_tz(value)
+        if parsed is None:
+            return None
+        return max(0.0, email.utils.mktime_tz(parsed) - time.time())
+
+
+def _redact(text: str) -> str:
+    """Drop anything that looks like a key from an upstream message before we repeat it."""
+    words = [word if not word.startswith("sk-") else "sk-****" for word in text.split(" ")]
+    return " ".join(words)[:500]

@@ -1,0 +1,122 @@
+"""Every error leaves as JSON: ``{"error": {"type", "message"}}``, statuses from DESIGN.md."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+from quart import Quart, Response
+from quart_schema import RequestSchemaValidationError
+from werkzeug.exceptions import HTTPException
+
+from actors import errors
+
+log = logging.getLogger("actorchat.web")
+
+
+class BadInput(errors.ActorChatError):
+    """The request body or query is not what the route takes (400)."""
+
+    type = "invalid_request"
+
+
+class TooLarge(errors.ActorChatError):
+    """The body or the prompt is over its limit (413)."""
+
+    type = "payload_too_large"
+
+
+class Unauthorized(errors.ActorChatError):
+    type = "unauthorized"
+
+
+class Forbidden(errors.ActorChatError):
+    type = "forbidden"
+
+
+# The one table from domain error to HTTP status; the first matching class wins.
+STATUS_BY_ERROR: tuple[tuple[type[errors.ActorChatError], int], ...] = (
+    (BadInput, 400),
+    (TooLarge, 413),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (errors.SessionBusy, 429),
+    (errors.UpstreamRateLimited, 429),
+    (errors.TooManyActors, 503),
+    (errors.ShuttingDown, 503),
+    (errors.JobQueueFull, 503),
+    (errors.ActorStopped, 503),
+    (errors.UpstreamNotConfigured, 503),
+    (errors.JobNotFound, 404),
+    (errors.IdempotencyConflict, 409),
+    (errors.UpstreamRefusedKey, 502),
+    (errors.UpstreamRejected, 400),
+    (errors.UpstreamUnavailable, 502),
+    (errors.UpstreamTimeout, 504),
+    (errors.JobTimedOut, 504),
+)
+
+
+def status_of(error: errors.ActorChatError) -> int:
+    for error_class, status in STATUS_BY_ERROR:
+        if isinstance(error, error_class):
+            return status
+    return 500
+
+
+def error_response(
+    status: int, error_type: str, message: str, retry_after: float | None = None
+) -> Response:
+    """A JSON error response, with ``Retry-After`` (whole seconds, at least 1) when given."""
+    response = Response(
+        json.dumps({"error": {"type": error_type, "message": message}}),
+        status=status,
+        content_type="application/json",
+    )
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return response
+
+
+def response_for(error: errors.ActorChatError) -> Response:
+    retry_after = getattr(error, "retry_after", None)
+    status = status_of(error)
+    if status in (429, 503) and retry_after is None:
+        retry_after = 1
+    return error_response(status, error.type, error.message, retry_after)
+
+
+def _http_type(status: int) -> str:
+    return {
+        400: "invalid_request",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "payload_too_large",
+        415: "unsupported_media_type",
+    }.get(status, "http_error")
+
+
+def register_error_handlers(app: Quart) -> None:
+    """Turn every exception a route can raise into a JSON error response."""
+
+    @app.errorhandler(errors.ActorChatError)
+    async def _domain(error: errors.ActorChatError) -> Response:
+        return response_for(error)
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def _schema(error: RequestSchemaValidationError) -> Response:
+        return error_response(400, "invalid_request", str(error.validation_error))
+
+    @app.errorhandler(HTTPException)
+    async def _http(error: HTTPException) -> Response:
+        status = error.code or 500
+        message = error.description or error.name
+        if status == 413:
+            message = "the request body is larger than server.max_body_bytes"
+        return error_response(status, _http_type(status), message)
+
+    @app.errorhandler(Exception)
+    async def _unexpected(error: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "the server failed to handle this request")

@@ -1,0 +1,127 @@
+"""Trace-ID jobs: ``POST /chat``, ``GET /chat/{trace_id}/response``, ``DELETE /chat/{trace_id}``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+
+from quart import Blueprint, Response, g, jsonify, request
+from quart_schema import document_querystring, document_request, document_response
+
+from actors.errors import JobNotFound
+from actors.store import JobRecord
+
+from .errors import BadInput
+from .models import (
+    ErrorBody,
+    JobAccepted,
+    JobRequest,
+    JobResult,
+    WaitQuery,
+    check_length,
+    read_body,
+)
+from .state import app_state, chat_service
+
+blueprint = Blueprint("jobs", __name__)
+
+ACCEPTED_MESSAGE = "Chat request received and is being processed"
+_MAX_KEY_CHARS = 255
+
+
+def _result_body(record: JobRecord) -> dict[str, object]:
+    body: dict[str, object] = {
+        "traceId": record.trace_id,
+        "status": record.status,
+        "model": record.model,
+        "timestamp": record.timestamp,
+    }
+    if record.response is not None:
+        body["response"] = record.response
+    if record.usage is not None:
+        body["usage"] = record.usage
+    if record.error is not None:
+        body["error"] = record.error
+    return body
+
+
+def _trace_id(raw: str) -> str:
+    """The canonical form of a trace ID; a malformed one is as unknown as a missing one."""
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise JobNotFound(f"no job with trace ID {raw[:64]!r}") from None
+
+
+@blueprint.post("/chat")
+@document_request(JobRequest)
+@document_response(JobAccepted, 202)
+@document_response(ErrorBody, 400)
+@document_response(ErrorBody, 409)
+@document_response(ErrorBody, 413)
+@document_response(ErrorBody, 503)
+async def submit() -> tuple[Response, int]:
+    """Start a chat job and answer at once with its trace ID.
+
+    An ``Idempotency-Key`` header makes a retried POST return the first job's trace ID
+    instead of starting a second job; the same key with another body is 409.
+    """
+    settings = app_state().settings
+    body = await read_body(JobRequest)
+    check_length(body.message, settings.chat.max_prompt_chars, "message")
+    model = body.model or settings.chat.default_model
+    temperature = (
+        settings.chat.default_temperature if body.temperature is None else body.temperature
+    )
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= _MAX_KEY_CHARS:
+        raise BadInput(f"Idempotency-Key must have 1 to {_MAX_KEY_CHARS} characters")
+    fingerprint = hashlib.sha256(
+        json.dumps([body.message, model, temperature]).encode()
+    ).hexdigest()
+    record, replayed = await chat_service().submit_job(
+        body.message, model, temperature, idempotency_key=key, fingerprint=fingerprint
+    )
+    g.log_id = record.trace_id
+    response = jsonify(
+        {"traceId": record.trace_id, "message": ACCEPTED_MESSAGE, "status": record.status}
+    )
+    response.headers["Location"] = f"/chat/{record.trace_id}/response"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response, 202
+
+
+@blueprint.get("/chat/<trace_id>/response")
+@document_querystring(WaitQuery)
+@document_response(JobResult, 200)
+@document_response(ErrorBody, 400)
+@document_response(ErrorBody, 404)
+async def result(trace_id: str) -> Response:
+    """The job's status and, once it has finished, its answer or error.
+
+    ``?wait=N`` (0 to 30 s) holds the request until the job finishes or N seconds pass.
+    """
+    trace_id = _trace_id(trace_id)
+    g.log_id = trace_id
+    raw_wait = request.args.get("wait", "0")
+    try:
+        wait_s = float(raw_wait)
+    except ValueError:
+        raise BadInput("wait must be a number of seconds from 0 to 30") from None
+    if not 0 <= wait_s <= 30:
+        raise BadInput("wait must be a number of seconds from 0 to 30")
+    record = await chat_service().job(trace_id, wait_s)
+    return jsonify(_result_body(record))
+
+
+@blueprint.delete("/chat/<trace_id>")
+@document_response(JobResult, 200)
+@document_response(ErrorBody, 404)
+async def cancel(trace_id: str) -> Response:
+    """Cancel a job that is still queued or running; a finished job is left as it is."""
+    trace_id = _trace_id(trace_id)
+    g.log_id = trace_id
+    record = await chat_service().cancel_job(trace_id)
+    return jsonify(_result_body(record))

@@ -1,0 +1,52 @@
+"""Which upstream to talk to: OpenAI (or OPENAI_BASE_URL), or the built-in simulator."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import trio
+
+from actors.config import Settings
+from actors.upstream import Upstream
+
+from .simulator import serve_simulator
+
+log = logging.getLogger("actorchat.web")
+
+# The key the server and its in-process simulator agree on; it opens nothing else.
+SIMULATOR_KEY = "sim-local-key"
+
+
+async def open_upstream(
+    settings: Settings, nursery: trio.Nursery, closed: trio.Event
+) -> tuple[Upstream | None, str]:
+    """The upstream for ``upstream.provider`` and a label for logs and ``/readyz``.
+
+    Under ``auto`` without OPENAI_API_KEY, and under ``simulator``, starts the OpenAI
+    simulator in ``nursery`` on a free loopback port; it stops when ``closed`` is set.
+    Under ``openai`` without a key, returns None: chat calls then fail with 503.
+    """
+    config = settings.upstream
+    key = config.api_key.get_secret_value() if config.api_key else None
+    if config.provider == "openai" or (config.provider == "auto" and key):
+        if not key:
+            log.error("upstream.provider is 'openai' but OPENAI_API_KEY is not set: "
+                      "chat requests will answer 503")
+            return None, "openai (no API key)"
+        label = config.base_url or "openai"
+        log.info("upstream: %s", label)
+        return Upstream(api_key=key, base_url=config.base_url, timeout_s=config.timeout_s,
+                        max_connections=config.max_concurrency, label=label), label
+    simulator = settings.simulator
+    base_url = await nursery.start(
+        partial(serve_simulator, simulator, "127.0.0.1:0", shutdown_trigger=closed.wait)
+    )
+    log.warning(
+        "OPENAI_API_KEY is not set: answering from the built-in OpenAI simulator at %s "
+        "(replies are simulated; their model names end in -simulated)", base_url,
+    )
+    sim_key = simulator.api_key or SIMULATOR_KEY
+    upstream = Upstream(api_key=sim_key, base_url=base_url, timeout_s=config.timeout_s,
+                        max_connections=config.max_concurrency, label="simulator")
+    return upstream, "simulator"
