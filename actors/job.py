@@ -9,6 +9,7 @@ has stopped. Cancelling goes through the job's own ``CancelScope``.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,60 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class SlotTicket:
+    """A place in the line for a running slot, taken when the job arrives."""
+
+    __slots__ = ("granted", "released")
+
+    def __init__(self) -> None:
+        self.granted = trio.Event()
+        self.released = False
+
+
+class FifoSlots:
+    """``capacity`` running slots handed out strictly in the order tickets were taken.
+
+    Tickets are taken synchronously when a job is submitted, so arrival order is the order
+    of ``POST /chat``, not the order in which actor tasks happen to be scheduled.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.free = capacity
+        self._line: deque[SlotTicket] = deque()
+
+    @property
+    def running(self) -> int:
+        return self.capacity - self.free
+
+    @property
+    def queued(self) -> int:
+        return len(self._line)
+
+    def take_ticket(self) -> SlotTicket:
+        """A ticket, granted at once if a slot is free and nobody waits."""
+        ticket = SlotTicket()
+        if self.free > 0 and not self._line:
+            self.free -= 1
+            ticket.granted.set()
+        else:
+            self._line.append(ticket)
+        return ticket
+
+    def release(self, ticket: SlotTicket) -> None:
+        """Give the ticket's slot to the next in line, or leave the line if still waiting."""
+        if ticket.released:
+            return
+        ticket.released = True
+        if not ticket.granted.is_set():
+            self._line.remove(ticket)
+            return
+        if self._line:
+            self._line.popleft().granted.set()
+        else:
+            self.free += 1
+
+
 @dataclass(frozen=True, slots=True)
 class RunJob:
     """The one message a JobActor gets: what to ask the upstream."""
@@ -40,6 +95,7 @@ class RunJob:
     model: str
     temperature: float
     system_prompt: str
+    ticket: SlotTicket
 
 
 class JobActor(Actor):
@@ -72,21 +128,23 @@ class JobActor(Actor):
         try:
             await self._run(message)
         finally:
-            self._jobs.admitted -= 1
+            self._jobs.slots.release(message.ticket)
             self.done.set()
 
     async def _run(self, job: RunJob) -> None:
         jobs = self._jobs
-        record = JobRecord(self.key, "queued", job.model, utc_now())
+        record = JobRecord(self.key, "processing" if job.ticket.granted.is_set() else "queued",
+                           job.model, utc_now())
         try:
             with self.scope:
                 self.activity = "queued for a running slot"
-                async with jobs.slot():
+                if not job.ticket.granted.is_set():
+                    await job.ticket.granted.wait()
                     record.status, record.timestamp = "processing", utc_now()
                     await jobs.save(record)
-                    log.info("job %s processing", self.key)
-                    await self._call(job, record)
-                    return
+                log.info("job %s processing", self.key)
+                await self._call(job, record)
+                return
             error: ActorChatError = JobCancelled(self.cancel_reason or "the job was cancelled")
             record.status = "cancelled"
         except ActorChatError as failure:
@@ -150,21 +208,13 @@ class JobRunner:
         self.supervisor = supervisor
         self.max_duration_s = max_duration_s
         self.result_ttl_s = result_ttl_s
-        self.max_running = max_running
-        self._slots = trio.Semaphore(max_running)  # FIFO: waiters start in arrival order
-        self.admitted = 0  # submitted and not yet finished, running or queued
+        self.slots = FifoSlots(max_running)
         self.statuses: dict[str, int] = {"completed": 0, "failed": 0, "cancelled": 0}
 
     @property
-    def running(self) -> int:
-        return self.max_running - self._slots.value
-
-    @property
-    def queued(self) -> int:
-        return self._slots.statistics().tasks_waiting
-
-    def slot(self) -> trio.Semaphore:
-        return self._slots
+    def admitted(self) -> int:
+        """Jobs running or queued."""
+        return self.slots.running + self.slots.queued
 
     async def save(self, record: JobRecord, *, finished: bool = False) -> None:
         """Write the record; a finished one expires ``result_ttl_s`` from now."""

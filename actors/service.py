@@ -123,14 +123,19 @@ class ChatService:
             )
             if bound is not None:
                 return await self._replay(idempotency_key, fingerprint, *bound), True
-        status = "processing" if self.jobs.admitted < limits.max_running else "queued"
-        record = JobRecord(trace_id, status, model, utc_now())
-        await self.jobs.save(record)
-        ref = await self.system.get_or_start(
-            "job", trace_id, lambda: JobActor(trace_id, jobs=self.jobs)
-        )
-        self.jobs.admitted += 1
-        ref.tell(RunJob(message, model, temperature, self.settings.chat.system_prompt))
+        ticket = self.jobs.slots.take_ticket()
+        try:
+            status = "processing" if ticket.granted.is_set() else "queued"
+            record = JobRecord(trace_id, status, model, utc_now())
+            await self.jobs.save(record)
+            ref = await self.system.get_or_start(
+                "job", trace_id, lambda: JobActor(trace_id, jobs=self.jobs)
+            )
+            ref.tell(RunJob(message, model, temperature, self.settings.chat.system_prompt,
+                            ticket))
+        except BaseException:
+            self.jobs.slots.release(ticket)
+            raise
         return record, False
 
     async def _replay(self, key: str, fingerprint: str, trace_id: str, bound_fingerprint: str,

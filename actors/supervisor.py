@@ -100,7 +100,7 @@ class UpstreamSupervisor:
         self.calls: Counter[str] = Counter()  # one count per attempt, by outcome
         self.retries = 0
         self._backoff = wait_exponential_jitter(
-            initial=config.backoff_initial_s,
+            multiplier=config.backoff_initial_s,
             max=config.backoff_max_s,
             jitter=config.backoff_initial_s,
         )

@@ -39,8 +39,11 @@ def _open_store(settings: Settings) -> Store:
     raise NotImplementedError(f"store.backend = {settings.store.backend!r} is not built yet")
 
 
-def create_app(settings: Settings) -> QuartTrio:
-    """Build the app. The actor system starts when serving starts and stops when it ends."""
+def create_app(settings: Settings, store: Store | None = None) -> QuartTrio:
+    """Build the app. The actor system starts when serving starts and stops when it ends.
+
+    ``store`` replaces the one ``store.backend`` names (tests use this to inject faults).
+    """
     app = QuartTrio("actorchat")
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     QuartSchema(
@@ -60,11 +63,12 @@ def create_app(settings: Settings) -> QuartTrio:
         app.register_blueprint(module.blueprint)
 
     stop_service = trio.CancelScope()
+    given_store = store
     upstream_closed = trio.Event()
 
     @app.before_serving
     async def _start() -> None:
-        store = _open_store(settings)
+        store = given_store if given_store is not None else _open_store(settings)
         upstream, label = await open_upstream(settings, app.nursery, upstream_closed)
         state.upstream_label = label
         service = ChatService(settings, store, upstream, label)

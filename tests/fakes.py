@@ -1,0 +1,35 @@
+"""Test doubles that stand in for the upstream where no HTTP is wanted."""
+
+from __future__ import annotations
+
+import trio
+
+from actors.upstream import ChatRequest, Completion
+
+
+class ScriptedUpstream:
+    """Answers like the simulator, or raises the errors it is given, in order."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.requests: list[ChatRequest] = []
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        self.requests.append(request)
+        await trio.sleep(0.01)
+        if self.errors:
+            raise self.errors.pop(0)
+        last = request.messages[-1]["content"]
+        return Completion(f"re: {last} ({len(request.messages)})", "m", {"total_tokens": 1})
+
+
+class HangingUpstream:
+    """Never answers: the call only ends when it is cancelled."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        self.calls += 1
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
