@@ -156,14 +156,22 @@ class Actor(ABC):
         self.stopping = True
         self._send.close()
 
+    @property
+    def state(self) -> str:
+        """"idle", "busy" or "stopping", as in :class:`ActorStats`; never awaits."""
+        return "stopping" if self.stopping else ("busy" if self.busy else "idle")
+
+    def mailbox_depth(self) -> int:
+        """Messages waiting, not counting the one being handled; never awaits."""
+        return self._receive.statistics().current_buffer_used
+
     def stats(self) -> ActorStats:
         """A snapshot for the debug endpoint; never awaits."""
-        state = "stopping" if self.stopping else ("busy" if self.busy else "idle")
         return ActorStats(
             kind=self.kind,
             key=self.key,
-            state=state,
-            mailbox_depth=self._receive.statistics().current_buffer_used,
+            state=self.state,
+            mailbox_depth=self.mailbox_depth(),
             mailbox_capacity=self.mailbox_capacity,
             handled=self.handled,
             errors=self.errors,

@@ -6,6 +6,8 @@ to show: no API key, no prompt text, no stack trace.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ActorChatError(Exception):
     """Base of every error actorchat reports to a client."""
@@ -118,14 +120,21 @@ class UpstreamRejected(UpstreamError):
 
 
 class UpstreamRateLimited(UpstreamError):
-    """The upstream answered 429; ``retry_after`` is its Retry-After in seconds, if sent."""
+    """The upstream answered 429; ``retry_after`` is its Retry-After in seconds, if sent.
+
+    ``rate_limit`` is the request budget the 429 reported (an ``upstream.RateLimitInfo``), if
+    any: a 429 with requests still remaining limits this request, not everyone's.
+    """
 
     type = "rate_limited"
     transient = True
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, rate_limit: Any = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.rate_limit = rate_limit
 
 
 class UpstreamUnavailable(UpstreamError):

@@ -29,45 +29,14 @@ from .errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
+from .rate_gate import RateGate
 from .upstream import ChatRequest, Completion, Upstream
 
 log = logging.getLogger("actorchat.supervisor")
 
-# After a 429 the gate does the waiting; a little jitter spreads the callers released at once.
+# After a 429 that closed the gate, the gate does the waiting; a little jitter spreads the
+# callers it releases at once.
 _GATE_JITTER_S = 0.05
-
-
-class RateGate:
-    """One gate shared by all actors: a 429 closes it for everyone until its Retry-After."""
-
-    def __init__(self) -> None:
-        self._opens_at = 0.0
-        self.closures = 0
-        self.waiting = 0
-
-    def close_for(self, seconds: float) -> None:
-        """Close the gate for ``seconds`` from now (never shortens a longer closure)."""
-        opens_at = trio.current_time() + seconds
-        if opens_at > self._opens_at:
-            if self.is_open():
-                self.closures += 1
-            self._opens_at = opens_at
-
-    def is_open(self) -> bool:
-        return trio.current_time() >= self._opens_at
-
-    def remaining(self) -> float:
-        return max(0.0, self._opens_at - trio.current_time())
-
-    async def wait(self) -> None:
-        """Return once the gate is open; a closure extended meanwhile is waited for too."""
-        self.waiting += 1
-        try:
-            # A loop, not an Event: another 429 may push the opening time further out.
-            while (delay := self._opens_at - trio.current_time()) > 0:  # noqa: ASYNC110
-                await trio.sleep(delay)
-        finally:
-            self.waiting -= 1
 
 
 @dataclass(slots=True)
@@ -171,10 +140,10 @@ class UpstreamSupervisor:
             except UpstreamRateLimited as error:
                 timings.last_error = error
                 self.calls["rate_limited"] += 1
-                self.gate.close_for(
-                    error.retry_after if error.retry_after is not None
-                    else self.config.backoff_initial_s * 2 ** (timings.attempts - 1)
-                )
+                if error.rate_limit is not None:
+                    self.gate.observe(error.rate_limit.limit, error.rate_limit.remaining)
+                if _exhausts_shared_budget(error):
+                    self.gate.close_for(self._retry_delay(error, timings.attempts))
                 raise
             except UpstreamError as error:
                 timings.last_error = error
@@ -184,12 +153,21 @@ class UpstreamSupervisor:
                 self.in_flight -= 1
                 timings.upstream_s += trio.current_time() - started
         self.calls["ok"] += 1
+        if completion.rate_limit is not None:
+            self.gate.observe(completion.rate_limit.limit, completion.rate_limit.remaining)
         return completion
+
+    def _retry_delay(self, error: UpstreamRateLimited, attempt: int) -> float:
+        if error.retry_after is not None:
+            return error.retry_after
+        return min(self.config.backoff_max_s, self.config.backoff_initial_s * 2 ** (attempt - 1))
 
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, UpstreamRateLimited):
-            return _GATE_JITTER_S * (state.attempt_number % 3)
+            if _exhausts_shared_budget(error):
+                return _GATE_JITTER_S * (state.attempt_number % 3)
+            return self._retry_delay(error, state.attempt_number)
         return self._backoff(state)
 
     def _before_retry(
@@ -204,3 +182,7 @@ class UpstreamSupervisor:
             state.attempt_number, key[:8] or "-", getattr(error, "message", error), delay,
         )
 
+
+def _exhausts_shared_budget(error: UpstreamRateLimited) -> bool:
+    """True unless the 429 said requests remain: then only this request was limited."""
+    return error.rate_limit is None or error.rate_limit.remaining == 0

@@ -42,7 +42,24 @@ class Completion:
     content: str
     model: str
     usage: dict[str, Any] | None
-    rate_limit_remaining: int | None = None
+    rate_limit: RateLimitInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitInfo:
+    """The request budget from OpenAI's ``x-ratelimit-*-requests`` headers."""
+
+    limit: int
+    remaining: int
+
+
+def rate_limit_of(headers: Mapping[str, str]) -> RateLimitInfo | None:
+    """The request budget the upstream reported, or None when it sent no such headers."""
+    limit = headers.get("x-ratelimit-limit-requests")
+    remaining = headers.get("x-ratelimit-remaining-requests")
+    if limit is None or remaining is None or not limit.isdigit() or not remaining.isdigit():
+        return None
+    return RateLimitInfo(int(limit), int(remaining))
 
 
 class Upstream:
@@ -76,10 +93,18 @@ class Upstream:
     async def complete(self, request: ChatRequest) -> Completion:
         """Make one call. Raises an :class:`UpstreamError` subclass on any failure."""
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(
-                model=request.model,
-                messages=list(request.messages),  # type: ignore[arg-type]
-                temperature=request.temperature,
+            # The SDK's own request path (auth, headers, error classes) without
+            # chat.completions.create's recursive TypedDict transform of every message, which
+            # cost 14% of a turn's CPU in profiles; the body is already plain JSON.
+            response = await self._client.post(
+                "/chat/completions",
+                cast_to=httpx2.Response,
+                body={
+                    "model": request.model,
+                    "messages": list(request.messages),
+                    "temperature": request.temperature,
+                },
+                options={"security": {"bearer_auth": True}},
             )
         except openai.APIStatusError as error:
             raise translate_status(error.status_code, error.response.headers,
@@ -90,7 +115,7 @@ class Upstream:
             raise UpstreamUnavailable(
                 f"could not reach the upstream: {type(error.__cause__ or error).__name__}"
             ) from None
-        return _completion_from(raw.http_response)
+        return _completion_from(response)
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -103,12 +128,11 @@ def _completion_from(response: httpx2.Response) -> Completion:
         model = str(body.get("model", ""))
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         raise UpstreamUnavailable("the upstream sent a malformed completion") from None
-    remaining = response.headers.get("x-ratelimit-remaining-requests")
     return Completion(
         content=content,
         model=model,
         usage=body.get("usage"),
-        rate_limit_remaining=int(remaining) if remaining and remaining.isdigit() else None,
+        rate_limit=rate_limit_of(response.headers),
     )
 
 
@@ -126,7 +150,9 @@ def translate_status(status: int, headers: Mapping[str, str], detail: str) -> Up
         )
     if status == 429:
         return UpstreamRateLimited(
-            "the upstream is rate limiting requests", retry_after=retry_after_of(headers)
+            "the upstream is rate limiting requests",
+            retry_after=retry_after_of(headers),
+            rate_limit=rate_limit_of(headers),
         )
     if status >= 500 or status == 408:
         return UpstreamUnavailable(f"the upstream failed with HTTP {status}")

@@ -33,3 +33,28 @@ class HangingUpstream:
         self.calls += 1
         await trio.sleep_forever()
         raise AssertionError("unreachable")
+
+
+class TimedUpstream:
+    """Records the trio time of every call and answers with the scripted errors in turn."""
+
+    def __init__(self, *errors: Exception, latency: float = 0.0) -> None:
+        self.errors = list(errors)
+        self.started: list[float] = []
+        self.latency = latency
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        self.started.append(trio.current_time())
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            await trio.sleep(self.latency)
+        finally:
+            self.in_flight -= 1
+        if self.errors:
+            error = self.errors.pop(0)
+            if error is not None:
+                raise error
+        return Completion("ok", "m", None)

@@ -62,8 +62,9 @@ async def chat() -> Response:
         session_id = await service.new_session()
         new_id = session_id
 
+        # An async hook: Quart would run a plain function in a worker thread.
         @after_this_request
-        def _issue_cookie(response: Response) -> Response:
+        async def _issue_cookie(response: Response) -> Response:
             _set_cookie(response, new_id)
             return response
 

@@ -1,0 +1,169 @@
+"""Retries, backoff, the rate gate and deadlines, on Trio's mock clock: nothing really waits."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from actors.config import UpstreamConfig
+from actors.errors import (
+    UpstreamNotConfigured,
+    UpstreamRateLimited,
+    UpstreamRefusedKey,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from actors.rate_gate import RateGate
+from actors.supervisor import UpstreamSupervisor
+from actors.upstream import ChatRequest, RateLimitInfo
+
+from .fakes import HangingUpstream, TimedUpstream
+
+REQUEST = ChatRequest([{"role": "user", "content": "hi"}], "m", 0.7)
+
+
+def supervisor(upstream, **settings) -> UpstreamSupervisor:
+    settings.setdefault("backoff_initial_s", 0.5)
+    settings.setdefault("backoff_max_s", 8.0)
+    return UpstreamSupervisor(upstream, UpstreamConfig(**settings))
+
+
+def unavailable() -> UpstreamUnavailable:
+    return UpstreamUnavailable("upstream 503")
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+
+
+async def test_backoff_doubles_with_jitter_between_attempts(autojump_clock) -> None:
+    upstream = TimedUpstream(unavailable(), unavailable(), unavailable())
+    calls = supervisor(upstream, max_attempts=4)
+    completion = await calls.complete(REQUEST)
+    assert completion.content == "ok"
+    waits = gaps(upstream.started)
+    # wait = 0.5 * 2**(n-1) + uniform(0, 0.5)
+    for wait, base in zip(waits, (0.5, 1.0, 2.0), strict=True):
+        assert base <= wait <= base + 0.5
+    assert calls.retries == 3
+    assert calls.calls == {"upstream_unavailable": 3, "ok": 1}
+
+
+async def test_backoff_never_exceeds_its_maximum(autojump_clock) -> None:
+    upstream = TimedUpstream(*(unavailable() for _ in range(6)))
+    await supervisor(upstream, max_attempts=7, backoff_max_s=1.5).complete(REQUEST)
+    assert max(gaps(upstream.started)) <= 1.5 + 1e-9
+
+
+async def test_retry_after_from_a_429_is_honoured(autojump_clock) -> None:
+    upstream = TimedUpstream(UpstreamRateLimited("slow down", retry_after=3.0))
+    await supervisor(upstream).complete(REQUEST)
+    assert 3.0 <= gaps(upstream.started)[0] < 3.2
+
+
+async def test_one_429_closes_the_gate_for_every_caller(autojump_clock) -> None:
+    upstream = TimedUpstream(UpstreamRateLimited("slow down", retry_after=5.0), latency=0.1)
+    calls = supervisor(upstream)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(calls.complete, REQUEST)  # gets the 429 at t=0.1
+        await trio.sleep(1.0)
+        assert not calls.gate.is_open()
+        assert calls.gate.closures == 1
+        nursery.start_soon(calls.complete, REQUEST)  # another actor: waits at the gate
+        await trio.testing.wait_all_tasks_blocked()
+        assert calls.gate.waiting >= 1
+    # both later calls started only once the gate opened at 0.1 + 5
+    assert len(upstream.started) == 3
+    assert all(started >= 5.1 for started in upstream.started[1:])
+
+
+async def test_a_429_with_budget_left_delays_only_its_own_request(autojump_clock) -> None:
+    limited = UpstreamRateLimited("slow down", retry_after=2.0,
+                                  rate_limit=RateLimitInfo(limit=600, remaining=40))
+    upstream = TimedUpstream(limited)
+    calls = supervisor(upstream)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(calls.complete, REQUEST)
+        await trio.sleep(0.5)
+        assert calls.gate.is_open()
+        await calls.complete(REQUEST)  # not held back by the other request's 429
+        assert trio.current_time() < 1.0
+    assert 2.0 <= upstream.started[-1] < 2.2
+
+
+async def test_max_attempts_is_honoured(autojump_clock) -> None:
+    upstream = TimedUpstream(*(unavailable() for _ in range(10)))
+    with pytest.raises(UpstreamUnavailable):
+        await supervisor(upstream, max_attempts=3).complete(REQUEST)
+    assert len(upstream.started) == 3
+
+
+async def test_max_retry_time_is_honoured_and_the_429_surfaces(autojump_clock) -> None:
+    upstream = TimedUpstream(
+        *(UpstreamRateLimited("slow down", retry_after=10.0) for _ in range(100))
+    )
+    with pytest.raises(UpstreamRateLimited) as limited:
+        await supervisor(upstream, max_attempts=100, max_retry_s=25).complete(REQUEST)
+    assert 25 <= trio.current_time() < 25.1
+    assert len(upstream.started) == 3  # at 0, 10 and 20 s
+    assert limited.value.retry_after >= 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [UpstreamRefusedKey("refused"), UpstreamRejected("bad request", 400),
+     UpstreamRejected("no such model", 404)],
+)
+async def test_permanent_errors_fail_on_the_first_attempt(autojump_clock, error) -> None:
+    upstream = TimedUpstream(error)
+    with pytest.raises(type(error)):
+        await supervisor(upstream, max_attempts=5).complete(REQUEST)
+    assert len(upstream.started) == 1
+    assert trio.current_time() == 0
+
+
+async def test_each_attempt_times_out_and_the_request_ends_with_a_timeout(
+    autojump_clock,
+) -> None:
+    upstream = HangingUpstream()
+    with pytest.raises(UpstreamTimeout):
+        await supervisor(upstream, timeout_s=2, max_attempts=3, backoff_initial_s=0.1,
+                         backoff_max_s=0.1).complete(REQUEST)
+    assert upstream.calls == 3
+    assert 6.2 - 1e-9 <= trio.current_time() <= 6.5
+
+
+async def test_the_overall_deadline_cuts_a_slow_attempt(autojump_clock) -> None:
+    with pytest.raises(UpstreamTimeout):
+        await supervisor(HangingUpstream(), timeout_s=100, max_retry_s=7).complete(REQUEST)
+    assert trio.current_time() == pytest.approx(7)
+
+
+async def test_calls_in_flight_are_capped(autojump_clock) -> None:
+    upstream = TimedUpstream(latency=1.0)
+    calls = supervisor(upstream, max_concurrency=2)
+    async with trio.open_nursery() as nursery:
+        for _ in range(6):
+            nursery.start_soon(calls.complete, REQUEST)
+    assert upstream.peak_in_flight == 2
+    assert trio.current_time() == pytest.approx(3.0)
+    assert calls.in_flight == 0
+
+
+async def test_no_upstream_means_503_naming_the_key(autojump_clock) -> None:
+    with pytest.raises(UpstreamNotConfigured, match="OPENAI_API_KEY"):
+        await supervisor(None).complete(REQUEST)
+
+
+async def test_the_gate_paces_calls_when_the_budget_runs_low(autojump_clock) -> None:
+    gate = RateGate()
+    gate.observe(limit=600, remaining=5)  # under a second's worth (10/s): pace at 10/s
+    starts = []
+    for _ in range(5):
+        await gate.wait()
+        starts.append(trio.current_time())
+    assert all(0.1 <= gap <= 0.11 for gap in gaps(starts))
+    gate.observe(limit=600, remaining=500)
+    assert not gate.pacing
