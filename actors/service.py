@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import uuid
 
@@ -15,6 +16,8 @@ from .store.base import JobRecord, Message, Store
 from .supervisor import UpstreamSupervisor
 from .system import ActorSystem
 from .upstream import Upstream
+
+log = logging.getLogger("actorchat.jobs")
 
 # How long DELETE /chat/{id} waits for a cancelled job to write its final record.
 _CANCEL_WAIT_S = 5.0
@@ -136,6 +139,7 @@ class ChatService:
         except BaseException:
             self.jobs.slots.release(ticket)
             raise
+        log.info("job %s %s", trace_id, status)
         return record, False
 
     async def _replay(self, key: str, fingerprint: str, trace_id: str, bound_fingerprint: str,

@@ -101,17 +101,18 @@ async def submit() -> tuple[Response, int]:
 async def result(trace_id: str) -> Response:
     """The job's status and, once it has finished, its answer or error.
 
-    ``?wait=N`` (0 to 30 s) holds the request until the job finishes or N seconds pass.
+    ``?wait=N`` (0 to ``jobs.max_wait_s``, 30 s) holds the request until the job finishes
+    or N seconds pass.
     """
     trace_id = _trace_id(trace_id)
     g.log_id = trace_id
-    raw_wait = request.args.get("wait", "0")
+    longest = app_state().settings.jobs.max_wait_s
     try:
-        wait_s = float(raw_wait)
+        wait_s = float(request.args.get("wait", "0"))
     except ValueError:
-        raise BadInput("wait must be a number of seconds from 0 to 30") from None
-    if not 0 <= wait_s <= 30:
-        raise BadInput("wait must be a number of seconds from 0 to 30")
+        wait_s = -1.0
+    if not 0 <= wait_s <= longest:  # also refuses nan
+        raise BadInput(f"wait must be a number of seconds from 0 to {longest:g}")
     record = await chat_service().job(trace_id, wait_s)
     return jsonify(_result_body(record))
 

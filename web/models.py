@@ -64,10 +64,15 @@ class JobRequest(BaseModel):
     _blank = field_validator("message")(_not_blank)
 
 
+JobStatus = Literal["queued", "processing", "completed", "failed", "cancelled"]
+
+
 class JobAccepted(BaseModel):
+    """The answer to POST /chat; an idempotent replay shows the job's current status."""
+
     traceId: str  # noqa: N815 - the Motia API's field name
     message: str
-    status: Literal["queued", "processing"]
+    status: JobStatus
 
 
 class JobError(BaseModel):
@@ -77,7 +82,7 @@ class JobError(BaseModel):
 
 class JobResult(BaseModel):
     traceId: str  # noqa: N815
-    status: Literal["queued", "processing", "completed", "failed", "cancelled"]
+    status: JobStatus
     response: str | None = None
     model: str
     usage: Usage | None = None
