@@ -49,6 +49,7 @@ class SimulatorConfig(_Section):
     rate_hang: float = Field(0.0, ge=0, le=1)
     rate_drop: float = Field(0.0, ge=0, le=1)
     rpm_limit: int = Field(0, ge=0)
+    rpm_burst: int = Field(0, ge=0)
     seed: int | None = None
 
 

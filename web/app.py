@@ -13,10 +13,11 @@ from actors.config import Settings
 from actors.service import ChatService
 from actors.store import MemoryStore, Store
 
-from . import health_routes, job_routes, session_routes
+from . import debug_routes, health_routes, job_routes, session_routes
 from .cookies import CookieSigner
 from .errors import register_error_handlers
 from .logs import install_access_log
+from .metrics import install_metrics
 from .state import AppState
 from .upstreams import open_upstream
 
@@ -59,7 +60,8 @@ def create_app(settings: Settings, store: Store | None = None) -> QuartTrio:
     register_error_handlers(app)
     if settings.server.access_log:
         install_access_log(app)
-    for module in (session_routes, job_routes, health_routes):
+    install_metrics(app)
+    for module in (session_routes, job_routes, health_routes, debug_routes):
         app.register_blueprint(module.blueprint)
 
     stop_service = trio.CancelScope()

@@ -1,0 +1,398 @@
+"""See inside the running server: ``GET /debug/actors``, ``/debug/actors/{key}``, ``/debug``.
+
+Access (DESIGN.md, Security): with ``debug.token`` set (``DEBUG_TOKEN``), every debug route
+wants ``Authorization: Bearer <token>``, from loopback clients too; a missing or wrong token is
+401 with ``WWW-Authenticate: Bearer``. With no token set, only loopback clients (127.0.0.0/8,
+::1) get in; anyone else gets 403. The client address is the connection's peer as the ASGI
+server reports it, so behind a reverse proxy every client looks local: set ``DEBUG_TOKEN``
+there.
+
+The HTML page ``/debug`` also takes the token as ``?token=``, because a browser cannot add a
+header to a page it navigates to; the page reads it from its own address and sends it on as a
+bearer header when it fetches ``/debug/actors``. The page itself contains no secret and no data:
+everything it shows arrives by that fetch and is rendered with ``textContent``, never as HTML.
+A token in an address can end up in browser history; over loopback without a token no
+``?token=`` is needed.
+
+Snapshots never await an actor: they read :meth:`actors.actor.Actor.stats`. The list is the
+``limit`` most recently active actors (``heapq.nlargest``, not a sort of every actor). No
+setting's secret value (API key, session secret, debug token) is ever written out; free-text
+fields (activity, last error) are scrubbed of them as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import secrets
+from datetime import UTC, datetime
+from heapq import nlargest
+from operator import attrgetter
+from urllib.parse import urlsplit, urlunsplit
+
+from quart import Blueprint, Response, jsonify, request
+
+from actors.actor import Actor, ActorStats
+from actors.service import ChatService
+from actors.session import SessionActor
+from actors.system import ActorSystem
+
+from .errors import BadInput, Forbidden, Unauthorized, error_response, response_for
+from .state import app_state, chat_service
+
+blueprint = Blueprint("debug", __name__)
+
+STATES = ("idle", "busy", "stopping")
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000
+_PAGE_ENDPOINT = "debug.page"
+_REDACTED = "[redacted]"
+
+
+# Access
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def _peer_host() -> str | None:
+    # The ASGI scope's peer, not a header: a client can send any header it likes.
+    client = request.scope.get("client")
+    return client[0] if client else None
+
+
+def _bearer_token() -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def _unauthorized(message: str) -> Response:
+    response = response_for(Unauthorized(message))
+    response.headers["WWW-Authenticate"] = 'Bearer realm="actorchat debug"'
+    return response
+
+
+@blueprint.before_request
+async def _check_access() -> Response | None:
+    """Let the request through (None) or answer it with 401 or 403."""
+    expected = app_state().settings.debug.token
+    if expected is None:
+        if _is_loopback(_peer_host()):
+            return None
+        return response_for(Forbidden(
+            "the debug endpoints answer only loopback clients when DEBUG_TOKEN is not set"
+        ))
+    given = _bearer_token()
+    if given is None and request.endpoint == _PAGE_ENDPOINT:
+        given = request.args.get("token") or None
+    if given is None:
+        return _unauthorized("the debug endpoints need Authorization: Bearer <DEBUG_TOKEN>")
+    if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        return _unauthorized("the debug token is wrong")
+    return None
+
+
+@blueprint.after_request
+async def _no_store(response: Response) -> Response:
+    # Debug answers show conversation state: keep them out of every cache.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# Snapshots
+
+
+def live_actors(system: ActorSystem, kind: str | None = None) -> list[Actor]:
+    """The live actors (of one kind, if given), without taking their stats.
+
+    ``ActorSystem.snapshot()`` builds an ``ActorStats`` for every actor, about 10 us each:
+    100 ms at 10,000 actors. Picking the actors first and taking stats only of those shown
+    keeps ``/debug/actors?limit=100`` near 10 ms.
+    """
+    return system.actors(kind)
+
+
+def public_label(label: str) -> str:
+    """The upstream label without credentials: ``http://user:pw@host/v1`` -> ``http://host/v1``."""
+    parts = urlsplit(label)
+    if parts.username is None and parts.password is None:
+        return label
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _iso(timestamp: float) -> str:
+    """Seconds since the epoch as ISO 8601 UTC with milliseconds, e.g. ...T23:30:00.123Z."""
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _secret_values() -> list[str]:
+    settings = app_state().settings
+    values = []
+    for secret in (settings.upstream.api_key, settings.sessions.secret, settings.debug.token):
+        if secret is not None and secret.get_secret_value():
+            values.append(secret.get_secret_value())
+    return values
+
+
+def _scrub(text: str | None, secret_values: list[str]) -> str | None:
+    if text is None:
+        return None
+    for value in secret_values:
+        text = text.replace(value, _REDACTED)
+    return text
+
+
+def actor_body(stats: ActorStats, secret_values: list[str]) -> dict[str, object]:
+    """One actor as the debug endpoints show it."""
+    return {
+        "kind": stats.kind,
+        "key": stats.key,
+        "state": stats.state,
+        "mailbox_depth": stats.mailbox_depth,
+        "mailbox_capacity": stats.mailbox_capacity,
+        "handled": stats.handled,
+        "errors": stats.errors,
+        "restarts": stats.restarts,
+        "started": _iso(stats.started_at),
+        "last_active": _iso(stats.last_active),
+        "activity": _scrub(stats.activity, secret_values),
+    }
+
+
+def totals_body(service: ChatService, upstream_label: str) -> dict[str, object]:
+    """The system-wide numbers: actors, upstream calls, the rate gate, jobs."""
+    system, supervisor, jobs = service.system, service.supervisor, service.jobs
+    gate = supervisor.gate
+    gate_open = gate.is_open()
+    return {
+        "actors": {
+            "live": dict(sorted(system.live_by_kind().items())),
+            "started": dict(sorted(system.started_total.items())),
+            "stopped": dict(sorted(system.stopped_total.items())),
+            "crashed": dict(sorted(system.crashed_total.items())),
+        },
+        "upstream": {
+            "label": public_label(upstream_label),
+            "in_flight": supervisor.in_flight,
+            "calls": dict(sorted(supervisor.calls.items())),
+            "retries": supervisor.retries,
+            "gate": {
+                "state": "open" if gate_open else "closed",
+                "opens_in_s": 0.0 if gate_open else round(gate.remaining(), 3),
+                "closures": gate.closures,
+                "waiting": gate.waiting,
+                "pacing": gate.pacing,
+            },
+        },
+        "jobs": {
+            "running": jobs.slots.running,
+            "queued": jobs.slots.queued,
+            "by_status": dict(jobs.statuses),
+        },
+    }
+
+
+def _parse_limit(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isascii() or not raw.isdigit() or int(raw) > MAX_LIMIT:
+        raise BadInput(f"limit must be a whole number from 0 to {MAX_LIMIT}")
+    return int(raw)
+
+
+def _parse_state(raw: str | None) -> str | None:
+    if raw is not None and raw not in STATES:
+        raise BadInput(f"state must be one of {', '.join(STATES)}")
+    return raw
+
+
+@blueprint.get("/debug/actors")
+async def actors() -> Response:
+    """Live actors, most recently active first, with system-wide totals.
+
+    Query: ``kind`` (e.g. ``session``, ``job``), ``state`` (``idle``, ``busy``,
+    ``stopping``), ``limit`` (default 100, at most 10,000). A bad ``state`` or ``limit`` is
+    400. ``matched`` counts the actors that passed the filters before ``limit`` cut them.
+    """
+    state_filter = _parse_state(request.args.get("state"))
+    limit = _parse_limit(request.args.get("limit"))
+    kind = request.args.get("kind") or None
+    service = chat_service()
+    matching = live_actors(service.system, kind)
+    if state_filter is not None:
+        matching = [actor for actor in matching if actor.state == state_filter]
+    shown = nlargest(limit, matching, key=attrgetter("last_active"))
+    secret_values = _secret_values()
+    return jsonify({
+        "actors": [actor_body(actor.stats(), secret_values) for actor in shown],
+        "matched": len(matching),
+        "totals": totals_body(service, app_state().upstream_label),
+    })
+
+
+def _find_live(service: ChatService, key: str, kind: str | None) -> Actor | None:
+    kinds = [kind] if kind else sorted(service.system.started_total)
+    found = [actor for name in kinds if (actor := service.system.find(name, key)) is not None]
+    return max(found, key=attrgetter("last_active"), default=None)
+
+
+@blueprint.get("/debug/actors/<key>")
+async def actor(key: str) -> Response:
+    """The live actor with this key (of any kind, or of ``?kind=``), or 404.
+
+    Adds ``last_error`` and ``history_length``: for a session, the number of messages in its
+    conversation (user and assistant); ``null`` for other kinds.
+    """
+    service = chat_service()
+    live = _find_live(service, key, request.args.get("kind") or None)
+    if live is None:
+        return error_response(404, "not_found", "no live actor has this key")
+    secret_values = _secret_values()
+    stats = live.stats()
+    body = actor_body(stats, secret_values)
+    body["last_error"] = _scrub(stats.last_error, secret_values)
+    body["history_length"] = len(live.history) if isinstance(live, SessionActor) else None
+    return jsonify(body)
+
+
+# The page
+
+
+@blueprint.get("/debug")
+async def page() -> Response:
+    """A self-contained page that shows ``/debug/actors`` and refreshes it every 2 s.
+
+    Takes ``?token=`` (see the module docstring) and passes it on as a bearer header. The
+    Content-Security-Policy lets only this page's own script and style run, and lets it
+    connect only to this server.
+    """
+    nonce = secrets.token_urlsafe(16)
+    response = Response(_PAGE.replace("{nonce}", nonce), content_type="text/html; charset=utf-8")
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>actorchat: actors</title>
+<style nonce="{nonce}">
+body { font: 13px/1.4 system-ui, sans-serif; margin: 1em; color: #222; }
+table { border-collapse: collapse; margin-top: .5em; }
+th, td { border-bottom: 1px solid #ddd; padding: 2px 8px; text-align: left;
+         white-space: nowrap; }
+td.num, th.num { text-align: right; }
+#status { color: #666; }
+#status.error { color: #b00; }
+#totals td:first-child { color: #555; }
+form { margin: .5em 0; }
+</style>
+</head>
+<body>
+<h1>actorchat actors</h1>
+<form id="filters">
+  kind <input id="kind" size="10">
+  state <select id="state"><option value="">any</option><option>idle</option>
+  <option>busy</option><option>stopping</option></select>
+  limit <input id="limit" type="number" min="0" max="10000" value="100">
+</form>
+<div id="status">loading...</div>
+<h2>Totals</h2>
+<table id="totals"><tbody></tbody></table>
+<h2>Actors</h2>
+<table id="actors">
+<thead><tr><th>kind</th><th>key</th><th>state</th><th class="num">mailbox</th>
+<th class="num">handled</th><th class="num">errors</th><th class="num">restarts</th>
+<th>started</th><th>last active</th><th>activity</th></tr></thead>
+<tbody></tbody>
+</table>
+<script nonce="{nonce}">
+"use strict";
+const token = new URLSearchParams(location.search).get("token");
+const numeric = new Set(["mailbox", "handled", "errors", "restarts"]);
+
+function row(cells, names) {
+  const tr = document.createElement("tr");
+  cells.forEach((value, index) => {
+    const td = document.createElement("td");
+    td.textContent = value === null || value === undefined ? "" : String(value);
+    if (names && numeric.has(names[index])) td.className = "num";
+    tr.appendChild(td);
+  });
+  return tr;
+}
+
+function flatten(prefix, value, out) {
+  if (value !== null && typeof value === "object") {
+    const keys = Object.keys(value);
+    if (keys.length === 0) out.push([prefix, "-"]);
+    for (const key of keys) flatten(prefix ? prefix + "." + key : key, value[key], out);
+  } else {
+    out.push([prefix, value]);
+  }
+  return out;
+}
+
+function render(body) {
+  const names = ["kind", "key", "state", "mailbox", "handled", "errors", "restarts",
+                 "started", "last_active", "activity"];
+  const rows = body.actors.map((a) => row([
+    a.kind, a.key, a.state, a.mailbox_depth + "/" + a.mailbox_capacity, a.handled, a.errors,
+    a.restarts, a.started, a.last_active, a.activity], names));
+  document.querySelector("#actors tbody").replaceChildren(...rows);
+  const totals = flatten("", body.totals, []).map((pair) => row(pair));
+  document.querySelector("#totals tbody").replaceChildren(...totals);
+  return "showing " + body.actors.length + " of " + body.matched + " matching actors";
+}
+
+async function refresh() {
+  const status = document.getElementById("status");
+  const query = new URLSearchParams();
+  for (const name of ["kind", "state", "limit"]) {
+    const value = document.getElementById(name).value.trim();
+    if (value) query.set(name, value);
+  }
+  const headers = token ? {"Authorization": "Bearer " + token} : {};
+  try {
+    const response = await fetch("/debug/actors?" + query, {headers, cache: "no-store"});
+    const body = await response.json();
+    if (!response.ok) throw new Error(response.status + ": " + body.error.message);
+    status.textContent = render(body) + "; updated " + new Date().toLocaleTimeString();
+    status.className = "";
+  } catch (error) {
+    status.textContent = "refresh failed: " + error.message;
+    status.className = "error";
+  } finally {
+    setTimeout(refresh, 2000);
+  }
+}
+
+document.getElementById("filters").addEventListener("submit", (event) => {
+  event.preventDefault();
+});
+refresh();
+</script>
+</body>
+</html>
+"""
