@@ -24,6 +24,7 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from .transport import TrioHTTP11Transport
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +78,7 @@ class Upstream:
         self.label = label
         self.base_url = base_url or "https://api.openai.com/v1"
         self._http = httpx2.AsyncClient(
-            limits=httpx2.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            transport=TrioHTTP11Transport(max_connections=max_connections),
             timeout=timeout_s,
         )
         self._client = openai.AsyncOpenAI(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from dotenv import load_dotenv
 
 from actors.config import ConfigError, load_settings
 
-from . import simulator
+from . import loadtest, simulator
 from .logs import configure_logging
 
 log = logging.getLogger("actorchat")
@@ -50,6 +51,8 @@ def _snapshot(root: Path, config: str) -> dict[Path, float]:
 def _reload_loop(args: argparse.Namespace) -> int:
     """Development mode: restart the server whenever a source file or the config changes."""
     root = Path(__file__).resolve().parent.parent
+    # SIGTERM stops the child too, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     command = [sys.executable, "-m", "web.cli", "serve", "--config", args.config]
     if args.bind:
         command += ["--bind", args.bind]
@@ -83,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reload", action="store_true", help="restart on source changes")
     serve.set_defaults(func=_serve)
     simulator.register_cli(commands)
+    loadtest.register_cli(commands)
     return parser
 
 
