@@ -1,12 +1,24 @@
-"""The one rate gate every upstream call passes: 429 closures and proactive pacing."""
+"""The one rate gate every upstream call passes: 429 closures and the request budget.
+
+OpenAI reports the request budget with every answer (``x-ratelimit-limit-requests``,
+``x-ratelimit-remaining-requests``). The gate keeps a local mirror of that budget, a token
+bucket refilled at the reported rate, and lets a call start only when the mirror has a token,
+so calls are paced to the budget instead of running into 429s.
+"""
 
 from __future__ import annotations
 
+import math
+
 import trio
 
-# Pace a little under the reported rate so clock skew between us and the upstream does not
-# turn into 429s.
+# Refill a little slower than the reported rate so clock skew between us and the upstream
+# does not turn into 429s.
 _PACING_MARGIN = 0.97
+# Until the upstream has answered once we know nothing of its budget: this many calls may go
+# ahead, the others wait for that first answer, but never longer than _PROBE_WAIT_S.
+_PROBE_CALLS = 4
+_PROBE_WAIT_S = 0.5
 
 
 class RateGate:
@@ -14,19 +26,25 @@ class RateGate:
 
     * ``close_for(s)``: a 429 that exhausted the shared budget closes the gate for everyone
       until its Retry-After.
-    * ``observe(limit, remaining)``: from OpenAI's ``x-ratelimit-*-requests`` headers. While
-      less than a second's worth of requests remains, calls are paced evenly at the limit's
-      rate instead of running into 429s; pacing stops once the budget has recovered.
+    * ``observe(limit, remaining)``: the budget an answer reported. From then on calls start
+      only when the local mirror of the budget has a token.
+    * ``refund()``: the call that took the last token was refused without being counted (a
+      429 with budget left), so its token is given back.
 
-    ``wait()`` returns when the caller may start its call. Cancelling it just stops waiting.
+    ``wait()`` returns when the caller may start its call and takes a token if a budget is
+    known. Cancelling it just stops waiting.
     """
 
     def __init__(self) -> None:
         self._opens_at = 0.0
-        self._interval = 0.0  # seconds between call starts while pacing; 0 when not pacing
-        self._next_start = 0.0
         self.closures = 0
         self.waiting = 0
+        self._rate = 0.0  # tokens per second; 0 while no budget is known
+        self._capacity = 1.0
+        self._tokens = 0.0
+        self._refilled_at = 0.0
+        self._answered = trio.Event()  # the upstream has answered at least once
+        self._probes = 0
 
     def close_for(self, seconds: float) -> None:
         """Close the gate for ``seconds`` from now (never shortens a longer closure)."""
@@ -35,20 +53,31 @@ class RateGate:
             if self.is_open():
                 self.closures += 1
             self._opens_at = opens_at
+        self._tokens = 0.0
+
+    def answered(self) -> None:
+        """The upstream answered (any answer): the probing phase is over."""
+        self._answered.set()
 
     def observe(self, limit: int, remaining: int) -> None:
-        """Take in the request budget the upstream reported with a response."""
+        """Take in the request budget the upstream reported with an answer."""
+        self.answered()
         if limit <= 0:
             return
-        per_second = max(1.0, limit / 60)
-        if remaining < per_second:
-            self._interval = 60 / limit / _PACING_MARGIN
-        elif remaining > 2 * per_second:
-            self._interval = 0.0
+        self._refill()
+        # Calls started since the upstream counted this one are in our count, not in its.
+        self._tokens = min(self._tokens, float(remaining)) if self.pacing else float(remaining)
+        self._rate = limit / 60 * _PACING_MARGIN
+        self._capacity = max(self._capacity, remaining + 1.0)
+
+    def refund(self) -> None:
+        if self.pacing:
+            self._tokens = min(self._capacity, self._tokens + 1)
 
     @property
     def pacing(self) -> bool:
-        return self._interval > 0
+        """True once a budget is known: calls then wait for a token."""
+        return self._rate > 0
 
     def is_open(self) -> bool:
         return trio.current_time() >= self._opens_at
@@ -57,21 +86,47 @@ class RateGate:
         """Seconds until the gate opens (0 when open)."""
         return max(0.0, self._opens_at - trio.current_time())
 
+    def _refill(self) -> None:
+        now = trio.current_time()
+        if self._rate:
+            elapsed = now - self._refilled_at
+            self._tokens = min(self._capacity, self._tokens + elapsed * self._rate)
+        self._refilled_at = now
+
     async def wait(self) -> None:
-        """Return once the gate is open and, while pacing, this caller's turn has come."""
+        """Return once the gate is open and, with a known budget, a token is taken."""
         self.waiting += 1
         try:
+            if not self._answered.is_set():
+                self._probes += 1
+                if self._probes > _PROBE_CALLS:
+                    with trio.move_on_after(_PROBE_WAIT_S):
+                        await self._answered.wait()
             while True:
                 now = trio.current_time()
                 if self._opens_at > now:
                     # Sleep and look again: another 429 may have moved the opening further out.
                     await trio.sleep(self._opens_at - now)
                     continue
-                if self._interval:
-                    start = max(now, self._next_start)
-                    self._next_start = start + self._interval
-                    if start > now:
-                        await trio.sleep(start - now)
-                return
+                if not self._rate:
+                    return
+                self._refill()
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                await trio.sleep(max((1 - self._tokens) / self._rate, 1e-3))
         finally:
             self.waiting -= 1
+
+    def describe(self) -> dict[str, object]:
+        """The gate's state for the debug endpoint and metrics."""
+        self._refill()
+        return {
+            "open": self.is_open(),
+            "opens_in_s": round(self.remaining(), 3),
+            "closures": self.closures,
+            "waiting": self.waiting,
+            "pacing": self.pacing,
+            "budget_per_s": round(self._rate, 3) if self._rate else None,
+            "tokens": math.floor(self._tokens) if self._rate else None,
+        }

@@ -144,10 +144,13 @@ class UpstreamSupervisor:
                     self.gate.observe(error.rate_limit.limit, error.rate_limit.remaining)
                 if _exhausts_shared_budget(error):
                     self.gate.close_for(self._retry_delay(error, timings.attempts))
+                else:
+                    self.gate.refund()  # the upstream did not count this call
                 raise
             except UpstreamError as error:
                 timings.last_error = error
                 self.calls[error.type] += 1
+                self.gate.answered()
                 raise
             finally:
                 self.in_flight -= 1
@@ -155,6 +158,8 @@ class UpstreamSupervisor:
         self.calls["ok"] += 1
         if completion.rate_limit is not None:
             self.gate.observe(completion.rate_limit.limit, completion.rate_limit.remaining)
+        else:
+            self.gate.answered()
         return completion
 
     def _retry_delay(self, error: UpstreamRateLimited, attempt: int) -> float:

@@ -179,7 +179,8 @@ async def test_the_actor_list_shows_sessions_and_finished_jobs_with_sane_fields(
     assert upstream["calls"] == {"ok": 5}
     assert (upstream["in_flight"], upstream["retries"]) == (0, 0)
     assert upstream["gate"] == {
-        "state": "open", "opens_in_s": 0.0, "closures": 0, "waiting": 0, "pacing": False,
+        "state": "open", "open": True, "opens_in_s": 0.0, "closures": 0, "waiting": 0,
+        "pacing": False, "budget_per_s": None, "tokens": None,
     }
     assert upstream["label"].startswith("http://127.0.0.1:")
     assert totals["jobs"] == {

@@ -157,13 +157,59 @@ async def test_no_upstream_means_503_naming_the_key(autojump_clock) -> None:
         await supervisor(None).complete(REQUEST)
 
 
-async def test_the_gate_paces_calls_when_the_budget_runs_low(autojump_clock) -> None:
+async def test_the_gate_paces_calls_to_the_reported_budget(autojump_clock) -> None:
     gate = RateGate()
-    gate.observe(limit=600, remaining=5)  # under a second's worth (10/s): pace at 10/s
+    gate.observe(limit=600, remaining=2)  # 10 requests a second, two left now
     starts = []
-    for _ in range(5):
+    for _ in range(6):
         await gate.wait()
         starts.append(trio.current_time())
-    assert all(0.1 <= gap <= 0.11 for gap in gaps(starts))
-    gate.observe(limit=600, remaining=500)
+    assert starts[:2] == [0, 0]  # the two left go at once
+    # then one per 1/10 s, refilled a little under the reported rate
+    for gap in gaps(starts[1:]):
+        assert 0.1 <= gap <= 0.11
+    assert gate.pacing
+
+
+async def test_a_429_with_budget_left_gives_its_token_back(autojump_clock) -> None:
+    gate = RateGate()
+    gate.observe(limit=60, remaining=1)
+    await gate.wait()
+    gate.refund()
+    await gate.wait()
+    assert trio.current_time() == 0
+
+
+async def test_until_the_first_answer_only_a_few_calls_go_ahead(autojump_clock) -> None:
+    gate = RateGate()
+    started: list[float] = []
+
+    async def call() -> None:
+        await gate.wait()
+        started.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(10):
+            nursery.start_soon(call)
+        await trio.sleep(0.05)
+        assert len(started) == 4
+        gate.observe(limit=6000, remaining=100)
+    assert started[4:] == [0.05] * 6
+
+
+async def test_without_an_answer_the_probe_wait_is_short(autojump_clock) -> None:
+    gate = RateGate()
+    for _ in range(6):
+        await gate.wait()
+    assert trio.current_time() == pytest.approx(1.0)
     assert not gate.pacing
+
+
+async def test_a_budget_429_stops_everyone_until_retry_after_then_paces(autojump_clock) -> None:
+    exhausted = UpstreamRateLimited("slow down", retry_after=0.5,
+                                    rate_limit=RateLimitInfo(limit=1200, remaining=0))
+    upstream = TimedUpstream(exhausted)
+    calls = supervisor(upstream)
+    await calls.complete(REQUEST)
+    assert calls.gate.pacing
+    assert 0.5 <= upstream.started[1] < 0.6

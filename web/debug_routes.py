@@ -177,8 +177,7 @@ def actor_body(stats: ActorStats, secret_values: list[str]) -> dict[str, object]
 def totals_body(service: ChatService, upstream_label: str) -> dict[str, object]:
     """The system-wide numbers: actors, upstream calls, the rate gate, jobs."""
     system, supervisor, jobs = service.system, service.supervisor, service.jobs
-    gate = supervisor.gate
-    gate_open = gate.is_open()
+    gate = supervisor.gate.describe()
     return {
         "actors": {
             "live": dict(sorted(system.live_by_kind().items())),
@@ -191,13 +190,7 @@ def totals_body(service: ChatService, upstream_label: str) -> dict[str, object]:
             "in_flight": supervisor.in_flight,
             "calls": dict(sorted(supervisor.calls.items())),
             "retries": supervisor.retries,
-            "gate": {
-                "state": "open" if gate_open else "closed",
-                "opens_in_s": 0.0 if gate_open else round(gate.remaining(), 3),
-                "closures": gate.closures,
-                "waiting": gate.waiting,
-                "pacing": gate.pacing,
-            },
+            "gate": {"state": "open" if gate["open"] else "closed", **gate},
         },
         "jobs": {
             "running": jobs.slots.running,
