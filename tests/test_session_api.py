@@ -243,3 +243,39 @@ async def test_health_and_openapi_describe_the_service(server: RunningServer) ->
     post = spec["paths"]["/api/chat"]["post"]
     assert "requestBody" in post
     assert {"200", "400", "413", "429"} <= set(post["responses"])
+
+
+async def test_the_quart_view_and_the_fast_path_answer_alike(server: RunningServer) -> None:
+    """Real traffic takes web/fast_path.py; Quart's test client takes the documented view."""
+    async with server.client() as client:
+        fast = await chat(client, "same prompt")
+        fast_error = await client.post("/api/chat", json={"prompt": ""})
+    test_client = server.app.test_client()
+    view = await test_client.post("/api/chat", json={"prompt": "same prompt"})
+    view_error = await test_client.post("/api/chat", json={"prompt": ""})
+    assert view.status_code == fast.status_code == 200
+    assert await view.get_json() == fast.json()
+    assert view.headers["set-cookie"].split("=")[0] == fast.headers["set-cookie"].split("=")[0]
+    assert "upstream;dur=" in view.headers["server-timing"]
+    assert view_error.status_code == fast_error.status_code == 400
+    assert await view_error.get_json() == fast_error.json()
+    again = await test_client.post("/api/chat", json={"prompt": "second"})
+    assert (await again.get_json())["response"].endswith("(messages received: 4)")
+
+
+async def test_one_access_line_per_request_names_the_session_not_the_text(
+    start_server: StartServer, simulator_url: str, caplog
+) -> None:
+    caplog.set_level("INFO", logger="actorchat.access")
+    server = await start_server(make_settings(simulator_url, server={"access_log": True}))
+    async with server.client() as client:
+        response = await chat(client, "a very private prompt")
+        await client.get("/api/chat/history")
+    session_prefix = response.cookies["sessionId"][:8]
+    lines = [record.getMessage() for record in caplog.records
+             if record.name == "actorchat.access"]
+    assert len(lines) == 2
+    assert lines[0].startswith("POST /api/chat 200 ")
+    assert lines[0].endswith(session_prefix)
+    assert lines[1].startswith("GET /api/chat/history 200 ")
+    assert all("private" not in record.getMessage() for record in caplog.records)

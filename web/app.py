@@ -16,6 +16,7 @@ from actors.store import MemoryStore, Store
 from . import debug_routes, health_routes, job_routes, session_routes
 from .cookies import CookieSigner
 from .errors import register_error_handlers
+from .fast_path import FastChatPath
 from .logs import install_access_log
 from .metrics import install_metrics
 from .state import AppState
@@ -61,6 +62,7 @@ def create_app(settings: Settings, store: Store | None = None) -> QuartTrio:
     if settings.server.access_log:
         install_access_log(app)
     install_metrics(app)
+    app.asgi_app = FastChatPath(app.asgi_app, state, app.extensions)  # type: ignore[method-assign]
     for module in (session_routes, job_routes, health_routes, debug_routes):
         app.register_blueprint(module.blueprint)
 

@@ -65,26 +65,37 @@ def status_of(error: errors.ActorChatError) -> int:
     return 500
 
 
+def error_body(error_type: str, message: str) -> bytes:
+    return json.dumps({"error": {"type": error_type, "message": message}}).encode()
+
+
 def error_response(
     status: int, error_type: str, message: str, retry_after: float | None = None
 ) -> Response:
     """A JSON error response, with ``Retry-After`` (whole seconds, at least 1) when given."""
     response = Response(
-        json.dumps({"error": {"type": error_type, "message": message}}),
-        status=status,
-        content_type="application/json",
+        error_body(error_type, message), status=status, content_type="application/json"
     )
     if retry_after is not None:
         response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return response
 
 
-def response_for(error: errors.ActorChatError) -> Response:
+def error_parts(error: errors.ActorChatError) -> tuple[int, bytes, list[tuple[str, str]]]:
+    """Status, JSON body and headers for a domain error, without a framework."""
     retry_after = getattr(error, "retry_after", None)
     status = status_of(error)
     if status in (429, 503) and retry_after is None:
         retry_after = 1
-    return error_response(status, error.type, error.message, retry_after)
+    headers = [("Content-Type", "application/json")]
+    if retry_after is not None:
+        headers.append(("Retry-After", str(max(1, math.ceil(retry_after)))))
+    return status, error_body(error.type, error.message), headers
+
+
+def response_for(error: errors.ActorChatError) -> Response:
+    status, body, headers = error_parts(error)
+    return Response(body, status=status, headers=headers)
 
 
 def _http_type(status: int) -> str:

@@ -32,16 +32,17 @@ def install_access_log(app: Quart) -> None:
 
     @app.after_request
     async def _log_request(response: Response) -> Response:
-        if access_log.isEnabledFor(logging.INFO):
-            started = getattr(g, "started", None)
-            duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
-            log_id = getattr(g, "log_id", None)
-            access_log.info(
-                "%s %s %d %.1fms %s",
-                request.method,
-                request.path,
-                response.status_code,
-                duration_ms,
-                log_id[:8] if log_id else "-",
-            )
+        started = getattr(g, "started", None)
+        duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
+        log_access(request.method, request.path, response.status_code, duration_ms,
+                   getattr(g, "log_id", None))
         return response
+
+
+def log_access(method: str, path: str, status: int, duration_ms: float, log_id: str | None,
+               ) -> None:
+    """The access line: method, path, status, duration, and the first 8 characters of the
+    session or trace ID (never the prompt or the answer)."""
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info("%s %s %d %.1fms %s", method, path, status, duration_ms,
+                        log_id[:8] if log_id else "-")

@@ -108,7 +108,11 @@ Model = TypeVar("Model", bound=BaseModel)
 
 async def read_body(model: type[Model]) -> Model:
     """Parse the request's JSON body into ``model``; BadInput (400) or TooLarge (413)."""
-    raw = await request.get_data(cache=False)
+    return parse_body(await request.get_data(cache=False), model)
+
+
+def parse_body(raw: bytes, model: type[Model]) -> Model:
+    """Parse a JSON object body into ``model``; raises BadInput (400)."""
     try:
         data: Any = json.loads(raw)
     except (ValueError, UnicodeDecodeError):

@@ -1,0 +1,92 @@
+"""One session turn, framework-free: bytes and a cookie in, status, body and headers out.
+
+Both doors to ``POST /api/chat`` run this: the Quart view (documented by quart-schema, used
+by Quart's test client) and the ASGI fast path in ``web/fast_path.py`` that real traffic takes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from werkzeug.http import dump_cookie
+
+from actors.errors import ActorChatError
+
+from .errors import error_parts
+from .models import ChatRequest, check_length, parse_body
+from .state import AppState
+
+
+@dataclass(slots=True)
+class TurnResult:
+    """What to answer: status, JSON body, headers; ``log_id`` names the session in logs."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    log_id: str | None = None
+
+
+def session_cookie(state: AppState, session_id: str) -> str:
+    """The ``Set-Cookie`` value for a session: signed ID, HttpOnly, SameSite=Lax, Path=/."""
+    sessions = state.settings.sessions
+    return dump_cookie(
+        sessions.cookie_name, state.signer.sign(session_id), httponly=True, samesite="Lax",
+        path="/", secure=sessions.cookie_secure,
+    )
+
+
+async def known_session_id(state: AppState, cookie_value: str | None) -> str | None:
+    """The session the cookie names, if it is signed by us and the session exists."""
+    session_id = state.signer.unsign(cookie_value)
+    if session_id is not None and state.service is not None and \
+            await state.service.session_exists(session_id):
+        return session_id
+    return None
+
+
+async def run_turn(state: AppState, raw_body: bytes, cookie_value: str | None) -> TurnResult:
+    """Validate the body, find or start the session, run the turn, build the reply.
+
+    Domain errors become their JSON error response; a new session's cookie is set on errors
+    too, so a client that retries continues the same session. Other exceptions propagate.
+    """
+    started = time.perf_counter()
+    settings = state.settings
+    result = TurnResult(200, b"")
+    try:
+        body = parse_body(raw_body, ChatRequest)
+        check_length(body.prompt, settings.chat.max_prompt_chars, "prompt")
+        if state.service is None:
+            raise RuntimeError("the chat service is not running")
+        session_id = await known_session_id(state, cookie_value)
+        if session_id is None:
+            session_id = await state.service.new_session()
+            result.headers.append(("Set-Cookie", session_cookie(state, session_id)))
+        result.log_id = session_id
+        reply = await state.service.chat(
+            session_id,
+            body.prompt,
+            body.model or settings.chat.default_model,
+            settings.chat.default_temperature if body.temperature is None else body.temperature,
+        )
+    except ActorChatError as error:
+        result.status, result.body, headers = error_parts(error)
+        result.headers.extend(headers)
+        return result
+    result.body = json.dumps(
+        {"response": reply.response, "model": reply.model, "usage": reply.usage}
+    ).encode()
+    total_ms = (time.perf_counter() - started) * 1000
+    upstream_ms, gate_ms, mailbox_ms = (
+        reply.upstream_s * 1000, reply.gate_s * 1000, reply.mailbox_s * 1000
+    )
+    app_ms = max(0.0, total_ms - upstream_ms - gate_ms - mailbox_ms)
+    result.headers += [
+        ("Content-Type", "application/json"),
+        ("Server-Timing", f"upstream;dur={upstream_ms:.1f}, gate;dur={gate_ms:.1f}, "
+                          f"mailbox;dur={mailbox_ms:.1f}, app;dur={app_ms:.1f}"),
+    ]
+    return result
