@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -114,11 +113,12 @@ class Actor(ABC):
     """Base of every actor: override ``load`` and ``handle``.
 
     ``run`` is started by the actor system in its supervisor nursery. It handles one message
-    at a time, in arrival order, until the mailbox is closed or the actor has been idle for
-    ``idle_timeout`` seconds. An :class:`ActorChatError` from ``handle`` goes back to the
-    asker and the actor lives on. Any other exception is logged and counted, goes back to the
-    asker as :class:`ActorCrashed`, and the actor restarts: it reloads its state from the store
-    and goes on with the next message, so nothing queued behind the crash is lost.
+    at a time, in arrival order, until the system closes its mailbox (idle too long, evicted,
+    draining) and what was queued has been handled. An :class:`ActorChatError` from
+    ``handle`` goes back to the asker and the actor lives on. Any other exception is logged
+    and counted, goes back to the asker as :class:`ActorCrashed`, and the actor restarts: it
+    reloads its state from the store and goes on with the next message, so nothing queued
+    behind the crash is lost.
     """
 
     kind: ClassVar[str] = "actor"
@@ -139,6 +139,7 @@ class Actor(ABC):
         self.busy = False
         self.loaded = False
         self.current_enqueued_at = 0.0  # trio time the message being handled was sent
+        self.quiet_since = trio.current_time()  # trio time it last finished a message
 
     async def load(self) -> None:  # noqa: B027 - optional hook; most actors load state
         """Load the actor's state from the store before the first message. May raise."""
@@ -183,17 +184,13 @@ class Actor(ABC):
         )
 
     async def run(
-        self,
-        idle_timeout: float,
-        on_idle: Callable[[Actor], bool],
-        *,
-        task_status: trio.TaskStatus[ActorRef] = trio.TASK_STATUS_IGNORED,
+        self, *, task_status: trio.TaskStatus[ActorRef] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Load state, report the ref through ``task_status``, then serve the mailbox.
 
-        ``on_idle(actor)`` is called after ``idle_timeout`` seconds without a message; it
-        returns True when the actor was unregistered and should stop. Raises whatever
-        ``load`` raises, before ``task_status.started``; on cancel, queued asks get
+        Returns when the mailbox is closed and drained (the system closes it to stop the
+        actor, e.g. when it has been idle too long) or when :meth:`finished` says so. Raises
+        whatever ``load`` raises, before ``task_status.started``; on cancel, queued asks get
         :class:`ActorStopped`.
         """
         try:
@@ -207,24 +204,19 @@ class Actor(ABC):
         task_status.started(self.ref)
         with self._receive:
             try:
-                await self._serve(idle_timeout, on_idle)
+                await self._serve()
             finally:
                 self.stopping = True
                 self._refuse_queued()
 
-    async def _serve(self, idle_timeout: float, on_idle: Callable[[Actor], bool]) -> None:
+    async def _serve(self) -> None:
+        # No idle timer here: a per-message cancel scope would cost every message a deadline;
+        # the system's sweeper closes the mailboxes of actors quiet for too long instead.
         while True:
-            with trio.move_on_after(idle_timeout) as idle:
-                try:
-                    envelope = await self._receive.receive()
-                except trio.EndOfChannel:
-                    return
-            if idle.cancelled_caught:
-                # No checkpoint between the emptiness check in on_idle and closing the send
-                # end, so no message can slip in between (trio is cooperative).
-                if self.is_idle() and on_idle(self):
-                    return
-                continue
+            try:
+                envelope = await self._receive.receive()
+            except trio.EndOfChannel:
+                return
             await self._deliver(envelope)
             if self.finished():
                 return
@@ -266,6 +258,7 @@ class Actor(ABC):
             self.busy = False
             self.handled += 1
             self.last_active = time.time()
+            self.quiet_since = trio.current_time()
             self.activity = "idle"
         if envelope.reply is not None:
             envelope.reply.set(result)

@@ -64,6 +64,9 @@ class SessionActor(Actor):
         self._supervisor = supervisor
         self._system_prompt = system_prompt
         self.history: list[Message] = []
+        # The history as the upstream wants it, kept beside it while the actor lives so a
+        # turn does not rebuild a dict per message; the store keeps the compact tuples.
+        self._context: list[dict[str, str]] = []
         self._forgotten = False
 
     def finished(self) -> bool:
@@ -71,6 +74,10 @@ class SessionActor(Actor):
 
     async def load(self) -> None:
         self.history = await self._store.load_history(self.key) or []
+        self._context = []
+        if self._system_prompt:
+            self._context.append({"role": "system", "content": self._system_prompt})
+        self._context.extend({"role": role, "content": text} for role, text in self.history)
 
     async def handle(self, message: Any) -> Any:
         if isinstance(message, ChatTurn):
@@ -80,17 +87,15 @@ class SessionActor(Actor):
         if isinstance(message, Forget):
             existed = await self._store.delete_session(self.key)
             self.history = []
+            self._context = self._context[:1] if self._system_prompt else []
             self._forgotten = True
             return existed
         raise TypeError(f"SessionActor cannot handle {type(message).__name__}")
 
     async def _turn(self, turn: ChatTurn) -> TurnReply:
         mailbox_s = trio.current_time() - self.current_enqueued_at
-        context = []
-        if self._system_prompt:
-            context.append({"role": "system", "content": self._system_prompt})
-        context.extend({"role": role, "content": content} for role, content in self.history)
-        context.append({"role": "user", "content": turn.prompt})
+        user = {"role": "user", "content": turn.prompt}
+        context = [*self._context, user]
         timings = CallTimings()
         completion = await self._supervisor.complete(
             ChatRequest(context, turn.model, turn.temperature),
@@ -101,6 +106,8 @@ class SessionActor(Actor):
         await self._store.append_turn(self.key, turn.prompt, completion.content)
         self.history.append(("user", turn.prompt))
         self.history.append(("assistant", completion.content))
+        self._context.append(user)
+        self._context.append({"role": "assistant", "content": completion.content})
         return TurnReply(
             response=completion.content,
             model=completion.model,

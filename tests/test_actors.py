@@ -157,7 +157,7 @@ async def test_idle_actors_stop_and_start_again_on_the_next_message(
         assert await system.ask("recorder", "k", lambda: Recorder("k"), 1) == "echo 1"
         await trio.sleep(59)
         assert system.live() == 1
-        await trio.sleep(2)
+        await trio.sleep(7)  # the sweeper looks every tenth of the timeout
         assert system.live() == 0
         assert system.stopped_total["recorder"] == 1
         assert await system.ask("recorder", "k", lambda: Recorder("k"), 2) == "echo 2"
