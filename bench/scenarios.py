@@ -5,9 +5,10 @@ its numbers and targets as an `Outcome`.
   can drive, so the other numbers are known not to be the tester's limit.
 - ``throughput``: 64 conversations x 10 turns, no upstream latency: turns per second.
 - ``many``: 1,000 conversations at once, 1 s upstream latency, 2-6 s think time: errors,
-  history checks, overhead over the upstream time, the server's peak memory. ``many-ramp``:
-  the same with the conversations starting over 5 s, to tell the start burst from the rest.
-- ``idle``: 20,000 one-turn sessions (as many as 40 s allow), then past the actors' idle
+  history checks, overhead (reply time minus the simulated 1 s), the server's peak memory.
+  ``many-ramp``: the same with the conversations starting over 5 s, to tell the start burst
+  from the rest.
+- ``idle``: 20,000 one-turn sessions (as many as 50 s allow), then past the actors' idle
   timeout: memory per idle session, and no session actor left live.
 - ``429``: 500 trace jobs against an upstream that rate-limits: failures, upstream calls per
   job, time against the ideal set by the rpm limit.
@@ -283,9 +284,17 @@ async def _many(bench: Bench, name: str, title: str, ramp_s: float) -> Outcome:
     outcome.target("history checks", report.checks_failed,
                    f"{report.checks_passed}/{checked} passed", "all pass",
                    report.checks_failed == 0 and report.checks_passed == conversations)
-    p99 = overhead.p99 if overhead else None
-    outcome.target("overhead p99 (latency - upstream)", p99,
+    # The target's overhead is the issue's: reply time minus the simulated latency. The
+    # Server-Timing view (reply time minus the upstream time the server measured) is shown
+    # beside it; it leaves out the server's delay in picking up the upstream's answer.
+    latency = report.latency_ms
+    p99 = latency.p99 - latency_ms if latency else None
+    outcome.metrics["overhead_vs_simulated_latency_p99_ms"] = p99
+    outcome.target("overhead p99 (latency - simulated 1 s)", p99,
                    "-" if p99 is None else f"{p99:.0f} ms", "< 200 ms", below(p99, 200))
+    server_p99 = overhead.p99 if overhead else None
+    outcome.target("overhead p99 (latency - upstream)", server_p99,
+                   "-" if server_p99 is None else f"{server_p99:.0f} ms", "(reported)", None)
     outcome.target("server peak RSS", peak_mb, f"{peak_mb:.0f} MB", "< 300 MB", below(peak_mb, 300))
     _record_run(outcome, report)
     return outcome
@@ -321,12 +330,12 @@ async def idle_memory(bench: Bench) -> Outcome:
     requests in flight cost (about 30 MB, which would otherwise be charged to the sessions).
     """
     outcome = Outcome("idle", "20,000 one-turn sessions, then past the idle timeout (5 s)")
-    sessions, budget_s = (2000, 15.0) if bench.quick else (20_000, 40.0)
+    sessions, budget_s = (2000, 15.0) if bench.quick else (20_000, 50.0)
     concurrency, idle_timeout_s = 200, 5.0
     async with bench.simulator("idle", latency_ms=0) as simulator, bench.server(
         "idle", simulator, ACTORCHAT_ACTORS__IDLE_TIMEOUT_S=f"{idle_timeout_s:g}"
     ) as server:
-        await run_loadtest(_options(server.url, conversations=1000, turns=1,
+        await run_loadtest(_options(server.url, conversations=concurrency, turns=1,
                                     concurrency=concurrency, check=False))
         await _wait_idle(server, idle_timeout_s)
         before_mb = server.rss_mb()
