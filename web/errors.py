@@ -66,7 +66,9 @@ def status_of(error: errors.ActorChatError) -> int:
 
 
 def error_body(error_type: str, message: str) -> bytes:
-    return json.dumps({"error": {"type": error_type, "message": message}}).encode()
+    return json.dumps(
+        {"error": {"type": error_type, "message": message}}, separators=(",", ":")
+    ).encode()
 
 
 def error_response(

@@ -77,7 +77,8 @@ async def run_turn(state: AppState, raw_body: bytes, cookie_value: str | None) -
         result.headers.extend(headers)
         return result
     result.body = json.dumps(
-        {"response": reply.response, "model": reply.model, "usage": reply.usage}
+        {"response": reply.response, "model": reply.model, "usage": reply.usage},
+        separators=(",", ":"),
     ).encode()
     total_ms = (time.perf_counter() - started) * 1000
     upstream_ms, gate_ms, mailbox_ms = (
