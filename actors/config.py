@@ -35,7 +35,7 @@ class UpstreamConfig(_Section):
     timeout_s: float = Field(60.0, gt=0)
     max_attempts: int = Field(4, ge=1)
     max_retry_s: float = Field(60.0, gt=0)
-    max_concurrency: int = Field(256, ge=1)
+    max_concurrency: int = Field(1024, ge=1)
     backoff_initial_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(8.0, gt=0)
 
