@@ -15,10 +15,10 @@ import trio
 # Refill a little slower than the reported rate so clock skew between us and the upstream
 # does not turn into 429s.
 _PACING_MARGIN = 0.97
-# Until the upstream has answered once we know nothing of its budget: this many calls may go
-# ahead, the others wait for that first answer, but never longer than _PROBE_WAIT_S.
-_PROBE_CALLS = 4
-_PROBE_WAIT_S = 0.5
+# Until the upstream has answered once we know nothing of its budget: calls start at most
+# one per _PROBE_SPACING_S then (200 a second), so a burst at start-up cannot overrun a budget
+# before its first answer reports it. A steady arrival of users hardly notices.
+_PROBE_SPACING_S = 0.005
 
 
 class RateGate:
@@ -44,7 +44,8 @@ class RateGate:
         self._tokens = 0.0
         self._refilled_at = 0.0
         self._answered = trio.Event()  # the upstream has answered at least once
-        self._probes = 0
+        self._next_probe = 0.0
+        self._starts = 0  # calls let through so far; each call's number is its ticket
 
     def close_for(self, seconds: float) -> None:
         """Close the gate for ``seconds`` from now (never shortens a longer closure)."""
@@ -59,14 +60,18 @@ class RateGate:
         """The upstream answered (any answer): the probing phase is over."""
         self._answered.set()
 
-    def observe(self, limit: int, remaining: int) -> None:
-        """Take in the request budget the upstream reported with an answer."""
+    def observe(self, limit: int, remaining: int, ticket: int | None = None) -> None:
+        """Take in the request budget the upstream reported with the answer to call ``ticket``.
+
+        The calls let through after that one are not in the upstream's count yet, so they are
+        taken off what it reports; the mirror may go negative, a debt paid back by refilling.
+        """
         self.answered()
         if limit <= 0:
             return
         self._refill()
-        # Calls started since the upstream counted this one are in our count, not in its.
-        self._tokens = min(self._tokens, float(remaining)) if self.pacing else float(remaining)
+        estimate = remaining - (self._starts - ticket if ticket is not None else 0)
+        self._tokens = min(self._tokens, float(estimate)) if self.pacing else float(estimate)
         self._rate = limit / 60 * _PACING_MARGIN
         self._capacity = max(self._capacity, remaining + 1.0)
 
@@ -93,14 +98,19 @@ class RateGate:
             self._tokens = min(self._capacity, self._tokens + elapsed * self._rate)
         self._refilled_at = now
 
-    async def wait(self) -> None:
-        """Return once the gate is open and, with a known budget, a token is taken."""
+    async def wait(self) -> int:
+        """Return once the gate is open and, with a known budget, a token is taken.
+
+        Returns the call's ticket, to hand back to :meth:`observe` with its answer.
+        """
         self.waiting += 1
         try:
             if not self._answered.is_set():
-                self._probes += 1
-                if self._probes > _PROBE_CALLS:
-                    with trio.move_on_after(_PROBE_WAIT_S):
+                now = trio.current_time()
+                start = max(now, self._next_probe)
+                self._next_probe = start + _PROBE_SPACING_S
+                if start > now:
+                    with trio.move_on_after(start - now):  # the first answer ends the spacing
                         await self._answered.wait()
             while True:
                 now = trio.current_time()
@@ -109,14 +119,16 @@ class RateGate:
                     await trio.sleep(self._opens_at - now)
                     continue
                 if not self._rate:
-                    return
+                    break
                 self._refill()
                 if self._tokens >= 1:
                     self._tokens -= 1
-                    return
+                    break
                 await trio.sleep(max((1 - self._tokens) / self._rate, 1e-3))
         finally:
             self.waiting -= 1
+        self._starts += 1
+        return self._starts
 
     def describe(self) -> dict[str, object]:
         """The gate's state for the debug endpoint and metrics."""

@@ -124,7 +124,7 @@ class UpstreamSupervisor:
         queued_at = trio.current_time()
         if not self.gate.is_open():
             report("waiting at rate gate")
-        await self.gate.wait()
+        ticket = await self.gate.wait()
         async with self._limiter:
             started = trio.current_time()
             timings.gate_s += started - queued_at
@@ -141,7 +141,7 @@ class UpstreamSupervisor:
                 timings.last_error = error
                 self.calls["rate_limited"] += 1
                 if error.rate_limit is not None:
-                    self.gate.observe(error.rate_limit.limit, error.rate_limit.remaining)
+                    self.gate.observe(error.rate_limit.limit, error.rate_limit.remaining, ticket)
                 if _exhausts_shared_budget(error):
                     self.gate.close_for(self._retry_delay(error, timings.attempts))
                 else:
@@ -157,7 +157,7 @@ class UpstreamSupervisor:
                 timings.upstream_s += trio.current_time() - started
         self.calls["ok"] += 1
         if completion.rate_limit is not None:
-            self.gate.observe(completion.rate_limit.limit, completion.rate_limit.remaining)
+            self.gate.observe(completion.rate_limit.limit, completion.rate_limit.remaining, ticket)
         else:
             self.gate.answered()
         return completion
