@@ -81,8 +81,8 @@ class ChatConfig(_Section):
 
 
 class StoreConfig(_Section):
-    backend: Literal["memory", "redis"] = "memory"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Only the in-process store exists so far; a Redis store will fill the same interface.
+    backend: Literal["memory"] = "memory"
 
 
 class DebugConfig(_Section):

@@ -35,12 +35,6 @@ def _session_secret(settings: Settings) -> str:
     return secrets.token_urlsafe(32)
 
 
-def _open_store(settings: Settings) -> Store:
-    if settings.store.backend == "memory":
-        return MemoryStore()
-    raise NotImplementedError(f"store.backend = {settings.store.backend!r} is not built yet")
-
-
 def create_app(settings: Settings, store: Store | None = None) -> QuartTrio:
     """Build the app. The actor system starts when serving starts and stops when it ends.
 
@@ -72,7 +66,8 @@ def create_app(settings: Settings, store: Store | None = None) -> QuartTrio:
 
     @app.before_serving
     async def _start() -> None:
-        store = given_store if given_store is not None else _open_store(settings)
+        # store.backend accepts only "memory" so far.
+        store = given_store if given_store is not None else MemoryStore()
         upstream, label = await open_upstream(settings, app.nursery, upstream_closed)
         state.upstream_label = label
         service = ChatService(settings, store, upstream, label)

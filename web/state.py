@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from quart import current_app
 
@@ -18,7 +18,6 @@ class AppState:
     signer: CookieSigner
     service: ChatService | None = None
     upstream_label: str = "none"
-    extras: dict[str, object] = field(default_factory=dict)
 
 
 def app_state() -> AppState:
