@@ -9,6 +9,7 @@ its numbers and targets as an `Outcome`.
   server's peak memory. ``many-burst``: the same with all first turns sent at once, reported.
 - ``idle``: 20,000 one-turn sessions (as many as 50 s allow), then past the actors' idle
   timeout: memory per idle session, and no session actor left live.
+- ``snapshot``: 10,000 live session actors, then ``/debug/actors?limit=100`` timed.
 - ``429``: 500 trace jobs against an upstream that rate-limits: failures, upstream calls per
   job, time against the ideal set by the rpm limit.
 """
@@ -431,6 +432,38 @@ async def rate_limited(bench: Bench) -> Outcome:
     return outcome
 
 
+async def snapshot(bench: Bench) -> Outcome:
+    """``/debug/actors?limit=100`` with 10,000 live session actors: how long the answer takes.
+
+    Each request is timed by the client on a fresh connection, so the figure includes
+    connecting and the JSON; the snapshot itself never waits on the actors.
+    """
+    outcome = Outcome("snapshot", "/debug/actors?limit=100 with 10,000 live actors")
+    sessions = 1000 if bench.quick else 10_000
+    async with bench.simulator("snapshot", latency_ms=0) as simulator, \
+            bench.server("snapshot", simulator) as server:
+        report = await run_loadtest(_options(
+            server.url, conversations=sessions, turns=1, concurrency=200, check=False,
+        ))
+        live = await _live_sessions(server)
+        timings_ms = []
+        for _ in range(20):
+            started = time.perf_counter()
+            status, _ = await http_get(server.url, "/debug/actors?limit=100")
+            timings_ms.append((time.perf_counter() - started) * 1000)
+            if status != 200:
+                outcome.notes.append(f"/debug/actors answered {status}")
+    timings_ms.sort()
+    worst, median = timings_ms[-1], timings_ms[len(timings_ms) // 2]
+    outcome.metrics.update(live_session_actors=live, snapshot_ms_median=round(median, 1),
+                           snapshot_ms_max=round(worst, 1), sessions_made=report.ok_turns)
+    outcome.target("live session actors", live, "-" if live is None else f"{live:,}",
+                   f">= {sessions:,}", None if live is None else live >= sessions)
+    outcome.target("snapshot time (max of 20)", worst,
+                   f"{worst:.1f} ms (median {median:.1f})", "< 100 ms", below(worst, 100))
+    return outcome
+
+
 Scenario = Callable[[Bench], Awaitable[Outcome]]
 
 SCENARIOS: dict[str, Scenario] = {
@@ -439,6 +472,7 @@ SCENARIOS: dict[str, Scenario] = {
     "many": many,
     "many-burst": many_burst,
     "idle": idle_memory,
+    "snapshot": snapshot,
     "429": rate_limited,
 }
 
