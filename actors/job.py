@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from .actor import Actor
-from .errors import ActorChatError, JobCancelled, JobTimedOut
+from .errors import ActorChatError, ActorCrashed, JobCancelled, JobTimedOut
 from .store.base import JobRecord, JobStore
 from .supervisor import CallTimings, UpstreamSupervisor
 from .upstream import ChatRequest
@@ -149,6 +149,10 @@ class JobActor(Actor):
             record.status = "cancelled"
         except ActorChatError as failure:
             error, record.status = failure, "failed"
+        except Exception:
+            # A bug, not an upstream failure: the job still ends, and the trace shows why.
+            log.exception("job %s failed inside the server", self.key)
+            error, record.status = ActorCrashed("the job failed inside the server"), "failed"
         except trio.Cancelled:
             # The server is shutting down past its drain time: record why, then go on
             # cancelling. Shielded and bounded, so the record is written whole or not at all.

@@ -119,3 +119,23 @@ async def test_shutdown_past_the_drain_time_marks_running_jobs_failed(
     assert failed is not None
     assert failed.status == "failed"
     assert failed.error["type"] == "shutting_down"
+
+
+class BrokenUpstream:
+    """Raises a plain bug, not an upstream error."""
+
+    async def complete(self, request):
+        raise KeyError("choices")
+
+
+async def test_a_job_that_hits_a_bug_still_ends_failed(
+    autojump_clock: trio.abc.Clock, nursery_: trio.Nursery
+) -> None:
+    service = await running(ChatService(settings(), MemoryStore(), BrokenUpstream(), "fake"),
+                            nursery_)
+    record, _ = await service.submit_job("hi", "m", 0.7)
+    done = await service.job(record.trace_id, wait_s=5)
+    assert done.status == "failed"
+    assert done.error == {"type": "internal_error",
+                          "message": "the job failed inside the server"}
+    assert "choices" not in str(done.error)
