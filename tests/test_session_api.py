@@ -29,6 +29,7 @@ async def test_the_readme_conversation_keeps_history_through_the_cookie(
         assert body["model"] == "gpt-3.5-turbo-simulated"
         assert body["usage"]["total_tokens"] > 0
         assert set(body) == {"response", "model", "usage"}
+        assert int(first.headers["content-length"]) == len(first.content)
 
         second = await chat(client, "What did I just ask?")
         assert second.status_code == 200

@@ -48,8 +48,11 @@ class FastChatPath:
         await send({
             "type": "http.response.start",
             "status": result.status,
-            "headers": [(name.encode("latin-1"), value.encode("latin-1"))
-                        for name, value in result.headers],
+            "headers": [
+                (b"content-length", str(len(result.body)).encode()),
+                *((name.encode("latin-1"), value.encode("latin-1"))
+                  for name, value in result.headers),
+            ],
         })
         await send({"type": "http.response.body", "body": result.body})
         elapsed = time.perf_counter() - started
