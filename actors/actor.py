@@ -85,6 +85,7 @@ class ActorRef:
     def _post(self, message: Any, reply: ReplySlot | None) -> None:
         try:
             self._send.send_nowait(Envelope(message, reply, trio.current_time()))
+            self._actor.posted += 1
         except trio.WouldBlock:
             raise SessionBusy(
                 f"{self._actor.kind} is busy: {self._actor.mailbox_capacity} requests are "
@@ -98,15 +99,22 @@ class ActorRef:
         """Send without waiting for an answer. Raises SessionBusy or ActorStopped."""
         self._post(message, None)
 
+    def send(self, message: Any) -> ReplySlot:
+        """Send now and return the slot the answer will arrive in (``await slot.wait()``).
+
+        Raises SessionBusy at once when the mailbox is full, ActorStopped when it is closed.
+        """
+        reply = ReplySlot()
+        self._post(message, reply)
+        return reply
+
     async def ask(self, message: Any) -> Any:
         """Send and wait for the answer; the actor's error is raised here.
 
         Raises SessionBusy at once when the mailbox is full. If the caller is cancelled while
         waiting, the message is still handled; only its answer is dropped.
         """
-        reply = ReplySlot()
-        self._post(message, reply)
-        return await reply.wait()
+        return await self.send(message).wait()
 
 
 class Actor(ABC):
@@ -129,6 +137,9 @@ class Actor(ABC):
         self._send, self._receive = trio.open_memory_channel[Envelope](mailbox_size)
         self.ref = ActorRef(self, self._send)
         self.handled = 0
+        # Counted when sent: a message Trio hands straight to a waiting receiver is in no
+        # buffer, so the mailbox alone cannot tell an actor about to work from an idle one.
+        self.posted = 0
         self.errors = 0
         self.restarts = 0
         self.started_at = time.time()
@@ -149,8 +160,8 @@ class Actor(ABC):
         """Handle one message and return the answer for ``ask``."""
 
     def is_idle(self) -> bool:
-        """True when the actor handles nothing and has nothing waiting."""
-        return not self.busy and self._receive.statistics().current_buffer_used == 0
+        """True when the actor has loaded, handles nothing and has nothing on its way."""
+        return self.loaded and not self.busy and self.posted == self.handled
 
     def close_mailbox(self) -> None:
         """Tell the actor to stop once it has handled what is already queued."""

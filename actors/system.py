@@ -16,7 +16,7 @@ import trio
 
 from .actor import Actor, ActorRef, ActorStats
 from .config import ActorsConfig
-from .errors import ShuttingDown, TooManyActors
+from .errors import ActorStopped, ShuttingDown, TooManyActors
 
 log = logging.getLogger("actorchat.actors")
 
@@ -77,11 +77,37 @@ class ActorSystem:
         The new actor is registered before it loads, so concurrent callers share it; their
         messages wait in its mailbox until it has loaded. Raises what ``load`` raises.
         """
+        actor, new = self._find_or_register(kind, key, factory)
+        if new:
+            await self._start(actor)
+        return actor.ref
+
+    async def ask(self, kind: str, key: str, factory: Callable[[], Actor], message: Any) -> Any:
+        """Deliver ``message`` to the actor for (kind, key) and wait for its answer.
+
+        The message is in the mailbox before a new actor starts loading, so the first caller
+        of a cold key is answered first, not after callers who came during the load.
+        """
+        actor, new = self._find_or_register(kind, key, factory)
+        try:
+            reply = actor.ref.send(message)
+        except ActorStopped:
+            if not self.accepting:
+                raise ShuttingDown("the server is shutting down", retry_after=5) from None
+            raise
+        if new:
+            await self._start(actor)
+        return await reply.wait()
+
+    def _find_or_register(
+        self, kind: str, key: str, factory: Callable[[], Actor]
+    ) -> tuple[Actor, bool]:
+        """The live actor for (kind, key) and False, or a new registered one and True."""
         slot = (kind, key)
         actor = self._actors.get(slot)
         if actor is not None:
             self._actors.move_to_end(slot)
-            return actor.ref
+            return actor, False
         if not self.accepting or self._nursery is None:
             raise ShuttingDown("the server is shutting down", retry_after=5)
         if len(self._actors) >= self.config.max_actors and not self._evict_one():
@@ -93,12 +119,11 @@ class ActorSystem:
         self._actors[slot] = actor
         self.started_total[kind] += 1
         self._all_stopped = trio.Event()
-        return await self._nursery.start(self._supervise, actor)
+        return actor, True
 
-    async def ask(self, kind: str, key: str, factory: Callable[[], Actor], message: Any) -> Any:
-        """Deliver ``message`` to the actor for (kind, key) and wait for its answer."""
-        ref = await self.get_or_start(kind, key, factory)
-        return await ref.ask(message)
+    async def _start(self, actor: Actor) -> None:
+        assert self._nursery is not None
+        await self._nursery.start(self._supervise, actor)
 
     async def _supervise(self, actor: Actor, *, task_status: trio.TaskStatus[ActorRef]) -> None:
         try:

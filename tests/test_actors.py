@@ -274,3 +274,44 @@ async def test_memory_store_expires_jobs_and_idempotency_keys(
     await trio.sleep(0.2)
     assert await store.load_job("t") is None
     assert await store.claim_idempotency_key("k", "g", "u", ttl_s=10) is None
+
+
+class SlowLoader(Recorder):
+    """Loads only when released, so callers pile up on a cold key."""
+
+    loaded_gate = None
+
+    async def load(self) -> None:
+        await self.loaded_gate.wait()
+
+
+async def test_the_first_caller_of_a_cold_key_is_answered_first(system: ActorSystem) -> None:
+    gate = trio.Event()
+    actor = SlowLoader("cold")
+    actor.loaded_gate = gate
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(system.ask, "recorder", "cold", lambda: actor, "first")
+        await trio.testing.wait_all_tasks_blocked()  # the first caller waits for the load
+        nursery.start_soon(system.ask, "recorder", "cold", lambda: actor, "second")
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+    assert actor.seen == ["first", "second"]
+
+
+async def test_an_actor_with_a_message_on_its_way_is_not_evicted(system: ActorSystem) -> None:
+    # max_actors is 3: two busy actors and one that has just been sent a message
+    busy = [Recorder("b1"), Recorder("b2")]
+    async with trio.open_nursery() as nursery:
+        for actor in busy:
+            ref = await system.get_or_start("recorder", actor.key, lambda actor=actor: actor)
+            nursery.start_soon(ref.ask, "wait")
+        target = Recorder("target")
+        ref = await system.get_or_start("recorder", "target", lambda: target)
+        await trio.testing.wait_all_tasks_blocked()
+        reply = ref.send("in flight")  # handed to the waiting actor, in no buffer yet
+        with pytest.raises(TooManyActors):  # nothing is idle: nothing may be evicted
+            await system.ask("recorder", "new", lambda: Recorder("new"), "x")
+        assert await reply.wait() == "echo in flight"
+        assert system.find("recorder", "target") is target
+        for actor in busy:
+            actor.release.set()
