@@ -96,6 +96,7 @@ class RunJob:
     temperature: float
     system_prompt: str
     ticket: SlotTicket
+    queued: bool  # the record written at submission says "queued"
 
 
 class JobActor(Actor):
@@ -133,13 +134,13 @@ class JobActor(Actor):
 
     async def _run(self, job: RunJob) -> None:
         jobs = self._jobs
-        record = JobRecord(self.key, "processing" if job.ticket.granted.is_set() else "queued",
-                           job.model, utc_now())
+        record = JobRecord(self.key, "queued" if job.queued else "processing", job.model,
+                           utc_now())
         try:
             with self.scope:
                 self.activity = "queued for a running slot"
-                if not job.ticket.granted.is_set():
-                    await job.ticket.granted.wait()
+                await job.ticket.granted.wait()
+                if job.queued:  # the store still says queued, however fast the slot came
                     record.status, record.timestamp = "processing", utc_now()
                     await jobs.save(record)
                 log.info("job %s processing", self.key)

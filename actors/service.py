@@ -120,27 +120,37 @@ class ChatService:
                 retry_after=max(1.0, min(limits.max_duration_s, 5.0)),
             )
         trace_id = str(uuid.uuid4())
-        if idempotency_key is not None:
-            bound = await self.store.claim_idempotency_key(
-                idempotency_key, fingerprint, trace_id, limits.result_ttl_s
-            )
-            if bound is not None:
-                return await self._replay(idempotency_key, fingerprint, *bound), True
-        ticket = self.jobs.slots.take_ticket()
+        # The actor first: if it cannot start (too many actors, shutting down), nothing has
+        # been written or claimed, so a retry with the same Idempotency-Key starts afresh.
+        actor = JobActor(trace_id, jobs=self.jobs)
+        await self.system.get_or_start("job", trace_id, lambda: actor)
         try:
-            status = "processing" if ticket.granted.is_set() else "queued"
-            record = JobRecord(trace_id, status, model, utc_now())
+            if idempotency_key is not None:
+                bound = await self.store.claim_idempotency_key(
+                    idempotency_key, fingerprint, trace_id, limits.result_ttl_s
+                )
+                if bound is not None:
+                    return await self._replay(idempotency_key, fingerprint, *bound), True
+            return await self._start_job(actor, message, model, temperature), False
+        finally:
+            if not actor.posted:  # no work was sent: the actor stops now
+                actor.close_mailbox()
+
+    async def _start_job(
+        self, actor: JobActor, message: str, model: str, temperature: float
+    ) -> JobRecord:
+        ticket = self.jobs.slots.take_ticket()
+        queued = not ticket.granted.is_set()
+        record = JobRecord(actor.key, "queued" if queued else "processing", model, utc_now())
+        try:
             await self.jobs.save(record)
-            ref = await self.system.get_or_start(
-                "job", trace_id, lambda: JobActor(trace_id, jobs=self.jobs)
-            )
-            ref.tell(RunJob(message, model, temperature, self.settings.chat.system_prompt,
-                            ticket))
+            actor.ref.tell(RunJob(message, model, temperature, self.settings.chat.system_prompt,
+                                  ticket, queued))
         except BaseException:
             self.jobs.slots.release(ticket)
             raise
-        log.info("job %s %s", trace_id, status)
-        return record, False
+        log.info("job %s %s", actor.key, record.status)
+        return record
 
     async def _replay(self, key: str, fingerprint: str, trace_id: str, bound_fingerprint: str,
                       ) -> JobRecord:

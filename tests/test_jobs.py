@@ -139,3 +139,23 @@ async def test_a_job_that_hits_a_bug_still_ends_failed(
     assert done.error == {"type": "internal_error",
                           "message": "the job failed inside the server"}
     assert "choices" not in str(done.error)
+
+
+async def test_a_job_refused_for_lack_of_actors_leaves_no_trace_behind(
+    autojump_clock: trio.abc.Clock, nursery_: trio.Nursery
+) -> None:
+    from actors.errors import TooManyActors
+
+    tight = build_settings({"actors": {"max_actors": 1}}, environ={})
+    service = await running(ChatService(tight, MemoryStore(), HangingUpstream(), "fake"),
+                            nursery_)
+    first, _ = await service.submit_job("holds the only actor", "m", 0.7)
+    with pytest.raises(TooManyActors):
+        await service.submit_job("refused", "m", 0.7, idempotency_key="k", fingerprint="f")
+    await service.cancel_job(first.trace_id)
+    await trio.testing.wait_all_tasks_blocked()
+    retried, replayed = await service.submit_job("refused", "m", 0.7, idempotency_key="k",
+                                                 fingerprint="f")
+    assert replayed is False  # the refused attempt claimed nothing
+    assert retried.status == "processing"
+    assert service.system.find("job", retried.trace_id) is not None
