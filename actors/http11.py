@@ -3,7 +3,8 @@
 A short hand-written parser (h11 costs ~100 us per request and response; this ~14 us):
 status line, headers, ``content-length`` and ``transfer-encoding: chunked`` bodies (with
 extensions and trailers), bodies that end when the connection closes, 1xx responses skipped,
-HEAD/204/304 without a body, and size limits. Header values with line breaks are refused.
+HEAD/204/304 without a body. The response head (and chunk-size lines, trailers) is bounded
+at 64 KiB; bodies are read whole, unbounded. Header values with line breaks are refused.
 """
 
 from __future__ import annotations

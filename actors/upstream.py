@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ class Upstream:
         label: str = "openai",
     ) -> None:
         self.label = label
+        self._key = api_key  # only to take it out of upstream error text we repeat
         self.base_url = base_url or "https://api.openai.com/v1"
         self._http = httpx2.AsyncClient(
             transport=TrioHTTP11Transport(max_connections=max_connections),
@@ -110,8 +112,9 @@ class Upstream:
                 options={"security": {"bearer_auth": True}, "headers": _JSON},
             )
         except openai.APIStatusError as error:
-            raise translate_status(error.status_code, error.response.headers,
-                                   _message_of(error)) from None
+            detail = _message_of(error).replace(self._key, "****") if self._key else \
+                _message_of(error)
+            raise translate_status(error.status_code, error.response.headers, detail) from None
         except openai.APITimeoutError:
             raise UpstreamTimeout("the upstream did not answer in time") from None
         except openai.APIConnectionError as error:
@@ -162,24 +165,33 @@ def translate_status(status: int, headers: Mapping[str, str], detail: str) -> Up
     return UpstreamRejected(f"the upstream rejected the request: {_redact(detail)}", status)
 
 
+# A Retry-After longer than this is taken as this: one bad header must not close the shared
+# gate for hours (``inf`` would close it for good).
+MAX_RETRY_AFTER_S = 300.0
+
+
 def retry_after_of(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date).
+
+    None when absent or unreadable; never negative, never over ``MAX_RETRY_AFTER_S``.
+    """
+    seconds: float | None = None
     milliseconds = headers.get("retry-after-ms")
-    if milliseconds:
-        try:
-            return max(0.0, float(milliseconds) / 1000)
-        except ValueError:
-            pass
     value = headers.get("retry-after")
-    if not value:
-        return None
     try:
-        return max(0.0, float(value))
+        if milliseconds:
+            seconds = float(milliseconds) / 1000
+        elif value:
+            seconds = float(value)
     except ValueError:
+        seconds = None
+    if seconds is None and value:
         parsed = email.utils.parsedate_tz(value)
-        if parsed is None:
-            return None
-        return max(0.0, email.utils.mktime_tz(parsed) - time.time())
+        if parsed is not None:
+            seconds = email.utils.mktime_tz(parsed) - time.time()
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
 
 
 def _redact(text: str) -> str:

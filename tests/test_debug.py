@@ -13,7 +13,8 @@ import pytest
 import trio
 
 from web.app import create_app
-from web.debug_routes import _is_loopback, public_label
+from web.debug_routes import _is_loopback
+from web.upstreams import public_label
 
 from .conftest import SIM_KEY, RunningServer, StartServer, StartSimulator, make_settings
 

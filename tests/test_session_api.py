@@ -280,3 +280,31 @@ async def test_one_access_line_per_request_names_the_session_not_the_text(
     assert lines[0].endswith(session_prefix)
     assert lines[1].startswith("GET /api/chat/history 200 ")
     assert all("private" not in record.getMessage() for record in caplog.records)
+
+
+async def test_a_cookie_that_is_not_ascii_gets_a_new_session_not_an_error(
+    server: RunningServer,
+) -> None:
+    async with server.client() as client:
+        for method, path in (("POST", "/api/chat"), ("GET", "/api/chat/history"),
+                             ("DELETE", "/api/chat")):
+            response = await client.request(
+                method, path, json={"prompt": "hi"} if method == "POST" else None,
+                headers={"cookie": "sessionId=abc.\u00e9".encode()},  # as curl sends it
+            )
+            assert response.status_code in (200, 204), (method, response.text)
+
+
+async def test_cookies_split_over_several_headers_keep_the_session(
+    server: RunningServer,
+) -> None:
+    async with server.client() as client:
+        first = await chat(client, "one")
+        value = first.cookies["sessionId"]
+    async with server.client() as raw:
+        second = await raw.post(
+            "/api/chat", json={"prompt": "two"},
+            headers=[("cookie", f"sessionId={value}"), ("cookie", "theme=dark")],
+        )
+    assert "set-cookie" not in second.headers
+    assert second.json()["response"].endswith("(messages received: 4)")

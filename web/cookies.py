@@ -13,18 +13,22 @@ class CookieSigner:
     def __init__(self, secret: str) -> None:
         self._key = hashlib.sha256(b"actorchat-session-cookie:" + secret.encode()).digest()
 
-    def _signature(self, session_id: str) -> str:
+    def _signature(self, session_id: str) -> bytes:
         digest = hmac.new(self._key, session_id.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=")
 
     def sign(self, session_id: str) -> str:
-        return f"{session_id}.{self._signature(session_id)}"
+        return f"{session_id}.{self._signature(session_id).decode()}"
 
     def unsign(self, value: str | None) -> str | None:
-        """The session ID if ``value`` is a cookie this secret signed, else None."""
-        if not value or value.count(".") != 1:
+        """The session ID if ``value`` is a cookie this secret signed, else None.
+
+        Anything else (missing, malformed, tampered, not ASCII) is None, never an error.
+        """
+        if not value or not value.isascii() or value.count(".") != 1:
             return None
         session_id, signature = value.split(".")
-        if not session_id or not hmac.compare_digest(signature, self._signature(session_id)):
+        if not session_id or not hmac.compare_digest(signature.encode(),
+                                                     self._signature(session_id)):
             return None
         return session_id

@@ -27,7 +27,6 @@ import ipaddress
 from datetime import UTC, datetime
 from heapq import nlargest
 from operator import attrgetter
-from urllib.parse import urlsplit, urlunsplit
 
 from quart import Blueprint, Response, jsonify, request
 
@@ -123,17 +122,6 @@ def live_actors(system: ActorSystem, kind: str | None = None) -> list[Actor]:
     return system.actors(kind)
 
 
-def public_label(label: str) -> str:
-    """The upstream label without credentials: ``http://user:pw@host/v1`` -> ``http://host/v1``."""
-    parts = urlsplit(label)
-    if parts.username is None and parts.password is None:
-        return label
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 def _iso(timestamp: float) -> str:
     """Seconds since the epoch as ISO 8601 UTC with milliseconds, e.g. ...T23:30:00.123Z."""
     moment = datetime.fromtimestamp(timestamp, UTC)
@@ -186,7 +174,7 @@ def totals_body(service: ChatService, upstream_label: str) -> dict[str, object]:
             "crashed": dict(sorted(system.crashed_total.items())),
         },
         "upstream": {
-            "label": public_label(upstream_label),
+            "label": upstream_label,
             "in_flight": supervisor.in_flight,
             "calls": dict(sorted(supervisor.calls.items())),
             "retries": supervisor.retries,

@@ -68,8 +68,8 @@ class FastChatPath:
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 return _too_large()
-            if name == b"cookie":
-                cookie = self._session_cookie(value)
+            if name == b"cookie":  # a client may split its cookies over several headers
+                cookie = self._session_cookie(value) or cookie
         body = bytearray()
         while True:
             message = await receive()

@@ -27,7 +27,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from quart import Blueprint, Quart, Response, current_app, g, request
 
-from .debug_routes import live_actors, public_label
+from .debug_routes import live_actors
 from .state import AppState
 
 METRICS_KEY = "actorchat.metrics"
@@ -68,7 +68,7 @@ class ActorSystemCollector(Collector):
         info = GaugeMetricFamily(
             "actorchat_upstream_info", "The upstream this server talks to.", labels=["upstream"]
         )
-        info.add_metric([public_label(self._state.upstream_label)], 1)
+        info.add_metric([self._state.upstream_label], 1)
         yield info
 
         live = GaugeMetricFamily("actorchat_actors_live", "Live actors.", labels=["kind"])

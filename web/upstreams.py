@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
@@ -21,7 +22,7 @@ SIMULATOR_KEY = "sim-local-key"
 async def open_upstream(
     settings: Settings, nursery: trio.Nursery, closed: trio.Event
 ) -> tuple[Upstream | None, str]:
-    """The upstream for ``upstream.provider`` and a label for logs and ``/readyz``.
+    """The upstream for ``upstream.provider`` and a label, without credentials, to show.
 
     Under ``auto`` without OPENAI_API_KEY, and under ``simulator``, starts the OpenAI
     simulator in ``nursery`` on a free loopback port; it stops when ``closed`` is set.
@@ -34,7 +35,7 @@ async def open_upstream(
             log.error("upstream.provider is 'openai' but OPENAI_API_KEY is not set: "
                       "chat requests will answer 503")
             return None, "openai (no API key)"
-        label = config.base_url or "openai"
+        label = public_label(config.base_url) if config.base_url else "openai"
         log.info("upstream: %s", label)
         return Upstream(api_key=key, base_url=config.base_url, timeout_s=config.timeout_s,
                         max_connections=config.max_concurrency, label=label), label
@@ -50,3 +51,14 @@ async def open_upstream(
     upstream = Upstream(api_key=sim_key, base_url=base_url, timeout_s=config.timeout_s,
                         max_connections=config.max_concurrency, label="simulator")
     return upstream, "simulator"
+
+
+def public_label(label: str) -> str:
+    """The upstream label without credentials: ``http://user:pw@host/v1`` -> ``http://host/v1``."""
+    parts = urlsplit(label)
+    if parts.username is None and parts.password is None:
+        return label
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
