@@ -19,7 +19,7 @@ is shown with any ``user:password@`` part of its URL removed.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -94,12 +94,8 @@ class ActorSystemCollector(Collector):
             "actorchat_upstream_in_flight", "Upstream calls in flight.",
             value=supervisor.in_flight,
         )
-        calls = CounterMetricFamily(
-            "actorchat_upstream_calls", "Upstream call attempts by outcome.", labels=["outcome"]
-        )
-        for outcome, count in sorted(supervisor.calls.items()):
-            calls.add_metric([outcome], count)
-        yield calls
+        yield _labelled_counter("actorchat_upstream_calls", "Upstream call attempts by outcome.",
+                                "outcome", supervisor.calls)
         yield CounterMetricFamily(
             "actorchat_upstream_retries", "Upstream attempts retried.", value=supervisor.retries
         )
@@ -118,16 +114,12 @@ class ActorSystemCollector(Collector):
         )
         yield GaugeMetricFamily(
             "actorchat_rate_gate_pacing",
-            "1 while the gate paces calls because the upstream's request budget is low.",
+            "1 once the upstream has reported a request budget and calls are paced to it.",
             value=1 if gate.pacing else 0,
         )
 
-        finished = CounterMetricFamily(
-            "actorchat_jobs_finished", "Trace jobs finished, by final status.", labels=["status"]
-        )
-        for status, count in sorted(jobs.statuses.items()):
-            finished.add_metric([status], count)
-        yield finished
+        yield _labelled_counter("actorchat_jobs_finished", "Trace jobs finished, by final status.",
+                                "status", jobs.statuses)
         yield GaugeMetricFamily(
             "actorchat_jobs_running", "Trace jobs holding a running slot.",
             value=jobs.slots.running,
@@ -136,6 +128,15 @@ class ActorSystemCollector(Collector):
             "actorchat_jobs_queued", "Trace jobs waiting for a running slot.",
             value=jobs.slots.queued,
         )
+
+
+def _labelled_counter(
+    name: str, documentation: str, label: str, counts: Mapping[str, int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family
 
 
 class AppMetrics:
