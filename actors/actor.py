@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -149,6 +150,7 @@ class Actor(ABC):
         self.stopping = False
         self.busy = False
         self.loaded = False
+        self.on_crash: Callable[[Actor], None] | None = None  # the system's counter
         self.current_enqueued_at = 0.0  # trio time the message being handled was sent
         self.quiet_since = trio.current_time()  # trio time it last finished a message
 
@@ -258,6 +260,8 @@ class Actor(ABC):
             self.errors += 1
             self.restarts += 1
             self.last_error = f"{type(error).__name__}: {error}"
+            if self.on_crash is not None:
+                self.on_crash(self)
             log.exception("%s actor %s crashed; restarting it from the store", self.kind,
                           _short(self.key))
             crash = ActorCrashed(f"the {self.kind} actor failed while handling this request")

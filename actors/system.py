@@ -39,6 +39,7 @@ class ActorSystem:
         self.accepting = True
         self.started_total: Counter[str] = Counter()
         self.stopped_total: Counter[str] = Counter()
+        # Unexpected errors in actors, by kind: restarted from the store, or stopped.
         self.crashed_total: Counter[str] = Counter()
         self._all_stopped = trio.Event()
 
@@ -116,10 +117,14 @@ class ActorSystem:
                 retry_after=1,
             )
         actor = factory()
+        actor.on_crash = self._count_crash
         self._actors[slot] = actor
         self.started_total[kind] += 1
         self._all_stopped = trio.Event()
         return actor, True
+
+    def _count_crash(self, actor: Actor) -> None:
+        self.crashed_total[actor.kind] += 1
 
     async def _start(self, actor: Actor) -> None:
         assert self._nursery is not None

@@ -202,6 +202,7 @@ async def test_an_actor_that_raises_does_not_stop_the_server_and_its_session_goe
     actor = server.service.system.find("session", client.cookies["sessionId"].split(".")[0])
     assert actor is not None
     assert actor.restarts == 1
+    assert server.service.system.crashed_total["session"] == 1
 
 
 async def test_a_full_mailbox_answers_429_at_once(

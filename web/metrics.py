@@ -78,7 +78,8 @@ class ActorSystemCollector(Collector):
         for name, documentation, counts in (
             ("actorchat_actors_started", "Actors started since boot.", system.started_total),
             ("actorchat_actors_stopped", "Actors stopped since boot.", system.stopped_total),
-            ("actorchat_actors_crashed", "Actors stopped by an error.", system.crashed_total),
+            ("actorchat_actors_crashed", "Unexpected errors in actors (restarted or stopped).",
+             system.crashed_total),
         ):
             family = CounterMetricFamily(name, documentation, labels=["kind"])
             for kind, count in sorted(counts.items()):
