@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 
 class _Section(BaseModel):
@@ -63,6 +63,7 @@ class SessionsConfig(_Section):
     secret: SecretStr | None = None
     cookie_name: str = "sessionId"
     cookie_secure: bool = False
+    ttl_s: float = Field(7 * 24 * 3600.0, ge=0)  # 0: sessions never expire
 
 
 class JobsConfig(_Section):
@@ -99,6 +100,16 @@ class Settings(_Section):
     chat: ChatConfig = ChatConfig()
     store: StoreConfig = StoreConfig()
     debug: DebugConfig = DebugConfig()
+
+    @model_validator(mode="after")
+    def _sessions_outlive_their_actors(self) -> Settings:
+        # A live actor holds its session's history; the store must not expire it meanwhile.
+        if self.sessions.ttl_s and self.sessions.ttl_s <= self.actors.idle_timeout_s:
+            raise ValueError(
+                "sessions.ttl_s must be 0 or longer than actors.idle_timeout_s "
+                f"({self.sessions.ttl_s:g} <= {self.actors.idle_timeout_s:g})"
+            )
+        return self
 
 
 class ConfigError(ValueError):
@@ -145,7 +156,7 @@ def build_settings(
         return Settings.model_validate(merged)
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}"
+            f"{'.'.join(str(part) for part in issue['loc']) or 'settings'}: {issue['msg']}"
             for issue in error.errors()
         )
         raise ConfigError(f"bad configuration: {problems}") from None

@@ -315,3 +315,19 @@ async def test_an_actor_with_a_message_on_its_way_is_not_evicted(system: ActorSy
         assert system.find("recorder", "target") is target
         for actor in busy:
             actor.release.set()
+
+
+async def test_a_session_untouched_for_its_ttl_is_forgotten(autojump_clock) -> None:
+    store = MemoryStore(session_ttl_s=100)
+    await store.create_session("old")
+    await store.create_session("busy")
+    await trio.sleep(60)
+    await store.append_turn("busy", "hi", "hello")  # a turn keeps a session alive
+    await trio.sleep(50)
+    assert not await store.session_exists("old")
+    assert await store.load_history("old") is None
+    assert await store.load_history("busy") == [("user", "hi"), ("assistant", "hello")]
+    await store.create_session("new")  # a write sweeps what has expired
+    await trio.sleep(60)
+    await store.create_session("newer")
+    assert store.session_count() == 2  # "busy" expired at 160, swept by this write

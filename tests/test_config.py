@@ -77,3 +77,10 @@ def test_the_command_reads_dot_env_and_refuses_a_bad_config(tmp_path: Path) -> N
     )
     assert result.returncode == 2
     assert "actors.mailbox_size" in result.stderr
+
+
+def test_sessions_must_outlive_their_actors() -> None:
+    with pytest.raises(ConfigError, match=r"sessions\.ttl_s must be 0 or longer"):
+        build_settings({"sessions": {"ttl_s": 60}, "actors": {"idle_timeout_s": 300}},
+                       environ={})
+    assert build_settings({"sessions": {"ttl_s": 0}}, environ={}).sessions.ttl_s == 0

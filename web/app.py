@@ -67,7 +67,8 @@ def create_app(settings: Settings, store: Store | None = None) -> QuartTrio:
     @app.before_serving
     async def _start() -> None:
         # store.backend accepts only "memory" so far.
-        store = given_store if given_store is not None else MemoryStore()
+        ttl = settings.sessions.ttl_s or None
+        store = given_store if given_store is not None else MemoryStore(session_ttl_s=ttl)
         upstream, label = await open_upstream(settings, app.nursery, upstream_closed)
         state.upstream_label = label
         service = ChatService(settings, store, upstream, label)

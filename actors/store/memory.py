@@ -13,11 +13,16 @@ from .base import JobRecord, Message
 class MemoryStore:
     """Sessions and jobs in this process's memory; lost on restart.
 
-    Expired jobs and idempotency keys are dropped when read and swept on each write.
+    Expired jobs and idempotency keys are dropped when read and swept on each write. With
+    ``session_ttl_s``, a session untouched (no turn) for that long is gone; expired sessions
+    are swept on writes, at most every tenth of the TTL.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, session_ttl_s: float | None = None) -> None:
         self._sessions: dict[str, list[Message]] = {}
+        self._session_ttl_s = session_ttl_s
+        self._touched: dict[str, float] = {}  # session -> trio time of its last write
+        self._next_session_sweep = 0.0
         self._jobs: dict[str, tuple[JobRecord, float]] = {}
         self._keys: dict[str, tuple[str, str, float]] = {}
         self._expiry: list[tuple[float, str, str]] = []  # (deadline, "job"|"key", name)
@@ -30,21 +35,44 @@ class MemoryStore:
 
     async def create_session(self, session_id: str) -> None:
         self._sessions.setdefault(session_id, [])
+        self._touch(session_id)
 
     async def session_exists(self, session_id: str) -> bool:
-        return session_id in self._sessions
+        return self._live_history(session_id) is not None
 
     async def load_history(self, session_id: str) -> list[Message] | None:
-        history = self._sessions.get(session_id)
+        history = self._live_history(session_id)
         return None if history is None else list(history)
 
     async def append_turn(self, session_id: str, user: str, assistant: str) -> None:
         self._sessions.setdefault(session_id, []).extend(
             (("user", user), ("assistant", assistant))
         )
+        self._touch(session_id)
 
     async def delete_session(self, session_id: str) -> bool:
+        self._touched.pop(session_id, None)
         return self._sessions.pop(session_id, None) is not None
+
+    def _live_history(self, session_id: str) -> list[Message] | None:
+        history = self._sessions.get(session_id)
+        if history is not None and self._session_ttl_s is not None and \
+                trio.current_time() - self._touched[session_id] >= self._session_ttl_s:
+            del self._sessions[session_id], self._touched[session_id]
+            return None
+        return history
+
+    def _touch(self, session_id: str) -> None:
+        if self._session_ttl_s is None:
+            return
+        now = trio.current_time()
+        self._touched[session_id] = now
+        if now < self._next_session_sweep:
+            return
+        self._next_session_sweep = now + self._session_ttl_s / 10
+        horizon = now - self._session_ttl_s
+        for stale in [key for key, touched in self._touched.items() if touched <= horizon]:
+            del self._sessions[stale], self._touched[stale]
 
     def session_count(self) -> int:
         return len(self._sessions)
