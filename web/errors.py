@@ -65,34 +65,44 @@ def status_of(error: errors.ActorChatError) -> int:
     return 500
 
 
+BODY_TOO_LARGE = "the request body is larger than server.max_body_bytes"
+
+
 def error_body(error_type: str, message: str) -> bytes:
     return json.dumps(
         {"error": {"type": error_type, "message": message}}, separators=(",", ":")
     ).encode()
 
 
+ErrorParts = tuple[int, bytes, list[tuple[str, str]]]
+
+
+def json_error(
+    status: int, error_type: str, message: str, retry_after: float | None = None
+) -> ErrorParts:
+    """Status, JSON body and headers of an error, with ``Retry-After`` (whole seconds, at
+    least 1) when given; without a framework, for the ASGI fast path and Quart alike."""
+    headers = [("Content-Type", "application/json")]
+    if retry_after is not None:
+        headers.append(("Retry-After", str(max(1, math.ceil(retry_after)))))
+    return status, error_body(error_type, message), headers
+
+
 def error_response(
     status: int, error_type: str, message: str, retry_after: float | None = None
 ) -> Response:
-    """A JSON error response, with ``Retry-After`` (whole seconds, at least 1) when given."""
-    response = Response(
-        error_body(error_type, message), status=status, content_type="application/json"
-    )
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    return response
+    """A JSON error response for Quart."""
+    status, body, headers = json_error(status, error_type, message, retry_after)
+    return Response(body, status=status, headers=headers)
 
 
-def error_parts(error: errors.ActorChatError) -> tuple[int, bytes, list[tuple[str, str]]]:
-    """Status, JSON body and headers for a domain error, without a framework."""
+def error_parts(error: errors.ActorChatError) -> ErrorParts:
+    """Status, JSON body and headers for a domain error."""
     retry_after = getattr(error, "retry_after", None)
     status = status_of(error)
     if status in (429, 503) and retry_after is None:
         retry_after = 1
-    headers = [("Content-Type", "application/json")]
-    if retry_after is not None:
-        headers.append(("Retry-After", str(max(1, math.ceil(retry_after)))))
-    return status, error_body(error.type, error.message), headers
+    return json_error(status, error.type, error.message, retry_after)
 
 
 def response_for(error: errors.ActorChatError) -> Response:
@@ -126,7 +136,7 @@ def register_error_handlers(app: Quart) -> None:
         status = error.code or 500
         message = error.description or error.name
         if status == 413:
-            message = "the request body is larger than server.max_body_bytes"
+            message = BODY_TOO_LARGE
         return error_response(status, _http_type(status), message)
 
     @app.errorhandler(Exception)

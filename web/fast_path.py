@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .errors import error_body
+from .errors import BODY_TOO_LARGE, json_error
 from .logs import log_access
 from .metrics import METRICS_KEY, AppMetrics
 from .state import AppState
@@ -85,9 +85,7 @@ class FastChatPath:
         except Exception:
             log.exception("unhandled error in POST %s", ROUTE)
             return TurnResult(
-                500,
-                error_body("internal_error", "the server failed to handle this request"),
-                [("Content-Type", "application/json")],
+                *json_error(500, "internal_error", "the server failed to handle this request")
             )
 
     def _session_cookie(self, header: bytes) -> str | None:
@@ -99,8 +97,4 @@ class FastChatPath:
 
 
 def _too_large() -> TurnResult:
-    return TurnResult(
-        413,
-        error_body("payload_too_large", "the request body is larger than server.max_body_bytes"),
-        [("Content-Type", "application/json")],
-    )
+    return TurnResult(*json_error(413, "payload_too_large", BODY_TOO_LARGE))
