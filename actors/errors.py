@@ -1,4 +1,4 @@
-"""Domain errors: small classes with fields, mapped to HTTP in one table in ``web/errors.py``.
+"""Domain errors: small classes with fields, mapped to HTTP in one table in ``web/api/errors.py``.
 
 Each error has a stable ``type`` (the ``error.type`` a client sees) and a message that is safe
 to show: no API key, no prompt text, no stack trace.

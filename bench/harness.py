@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from web.loadtest import LoadOptions
-from web.loadtest_report import LoadReport
+from web.loadtest.report import LoadReport
 
 from .procs import (
     CLIENT_CPU,

@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 
-from web.loadtest_http import RawConnection, TransportFailure
+from web.loadtest.http import RawConnection, TransportFailure
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config.toml"

@@ -85,8 +85,8 @@ async def start_server() -> AsyncIterator[StartServer]:
     """Start actorchat servers under Hypercorn on free ports; all stop at teardown."""
     from hypercorn.trio import serve
 
-    from web.app import create_app
-    from web.server import hypercorn_config
+    from web.api.app import create_app
+    from web.api.server import hypercorn_config
 
     async with trio.open_nursery() as nursery:
         stops: list[trio.Event] = []

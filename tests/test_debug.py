@@ -12,9 +12,9 @@ from datetime import datetime
 import pytest
 import trio
 
-from web.app import create_app
-from web.debug_routes import _is_loopback
-from web.upstreams import public_label
+from web.api.app import create_app
+from web.api.debug_routes import _is_loopback
+from web.api.upstreams import public_label
 
 from .conftest import SIM_KEY, RunningServer, StartServer, StartSimulator, make_settings
 

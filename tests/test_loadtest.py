@@ -15,7 +15,7 @@ import trio
 
 from web.cli import build_parser
 from web.loadtest import LoadOptions, history_problem, run_loadtest
-from web.loadtest_report import parse_server_timing
+from web.loadtest.report import parse_server_timing
 
 from .conftest import RunningServer
 

@@ -248,7 +248,7 @@ async def test_health_and_openapi_describe_the_service(server: RunningServer) ->
 
 
 async def test_the_quart_view_and_the_fast_path_answer_alike(server: RunningServer) -> None:
-    """Real traffic takes web/fast_path.py; Quart's test client takes the documented view."""
+    """Real traffic takes web/api/fast_path.py; Quart's test client takes the documented view."""
     async with server.client() as client:
         fast = await chat(client, "same prompt")
         fast_error = await client.post("/api/chat", json={"prompt": ""})

@@ -23,8 +23,8 @@ import openai
 import pytest
 import trio
 
-from actors.transport import TrioHTTP11Transport
-from actors.upstream import ChatRequest, Upstream
+from actors.upstream import ChatRequest, OpenAIUpstream
+from actors.upstream.transport import TrioHTTP11Transport
 from tests.conftest import SIM_KEY, StartSimulator
 
 COMPLETION = json.dumps({
@@ -174,7 +174,7 @@ async def test_sdk_call_through_the_simulator(start_simulator: StartSimulator) -
 
 
 async def test_upstream_uses_the_transport(start_simulator: StartSimulator) -> None:
-    upstream = Upstream(api_key=SIM_KEY, base_url=await start_simulator(), timeout_s=5)
+    upstream = OpenAIUpstream(api_key=SIM_KEY, base_url=await start_simulator(), timeout_s=5)
     try:
         assert isinstance(upstream._http._transport, TrioHTTP11Transport)
         completion = await upstream.complete(ChatRequest(MESSAGES, "gpt-test", 0.5))

@@ -10,7 +10,7 @@ import trio
 
 from actors.config import build_settings
 from actors.upstream import MAX_RETRY_AFTER_S, retry_after_of
-from web.upstreams import open_upstream
+from web.api.upstreams import open_upstream
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,7 @@ async def test_the_upstream_label_never_shows_credentials() -> None:
 
 async def test_the_key_never_comes_back_in_an_upstream_error_message() -> None:
     from actors.errors import UpstreamRejected
-    from actors.upstream import ChatRequest, Upstream
+    from actors.upstream import ChatRequest, OpenAIUpstream
 
     key = "my-very-private-key-123"
     body = ('{"error": {"message": "key=' + key + ' cannot use model x", '
@@ -68,7 +68,9 @@ async def test_the_key_never_comes_back_in_an_upstream_error_message() -> None:
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(trio.serve_tcp, answer, 0)
         port = listeners[0].socket.getsockname()[1]
-        upstream = Upstream(api_key=key, base_url=f"http://127.0.0.1:{port}/v1", timeout_s=5)
+        upstream = OpenAIUpstream(
+            api_key=key, base_url=f"http://127.0.0.1:{port}/v1", timeout_s=5
+        )
         with pytest.raises(UpstreamRejected) as rejected:
             await upstream.complete(ChatRequest([{"role": "user", "content": "hi"}], "x", 0.7))
         await upstream.aclose()

@@ -18,7 +18,7 @@ from dotenv import load_dotenv
 from actors.config import ConfigError, load_settings
 
 from . import loadtest, simulator
-from .logs import configure_logging
+from .api.logs import configure_logging
 
 log = logging.getLogger("actorchat")
 
@@ -28,7 +28,7 @@ _WATCHED = ("actors", "web")
 def _serve(args: argparse.Namespace) -> int:
     if args.reload:
         return _reload_loop(args)
-    from .server import serve_app
+    from .api.server import serve_app
 
     try:
         settings = load_settings(args.config)

@@ -11,14 +11,12 @@ import email.utils
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
 
 import httpx2
 import openai
 
-from .errors import (
+from ..errors import (
     UpstreamError,
     UpstreamRateLimited,
     UpstreamRefusedKey,
@@ -26,36 +24,10 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from .base import ChatRequest, Completion, RateLimitInfo
 from .transport import TrioHTTP11Transport
 
 _JSON = {"Content-Type": "application/json"}
-
-
-@dataclass(frozen=True, slots=True)
-class ChatRequest:
-    """What to send upstream: the whole context, oldest first, and the sampling settings."""
-
-    messages: Sequence[Mapping[str, str]]
-    model: str
-    temperature: float
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """The upstream's answer as actorchat passes it on."""
-
-    content: str
-    model: str
-    usage: dict[str, Any] | None
-    rate_limit: RateLimitInfo | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimitInfo:
-    """The request budget from OpenAI's ``x-ratelimit-*-requests`` headers."""
-
-    limit: int
-    remaining: int
 
 
 def rate_limit_of(headers: Mapping[str, str]) -> RateLimitInfo | None:
@@ -67,7 +39,7 @@ def rate_limit_of(headers: Mapping[str, str]) -> RateLimitInfo | None:
     return RateLimitInfo(int(limit), int(remaining))
 
 
-class Upstream:
+class OpenAIUpstream:
     """An ``AsyncOpenAI`` client for one base URL and key; ``complete`` makes one attempt."""
 
     def __init__(

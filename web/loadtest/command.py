@@ -11,11 +11,9 @@ At most ``concurrency`` conversations are in flight, each worker on one keep-ali
 of a minimal HTTP/1.1 client; ``--client httpx`` uses one shared ``httpx.AsyncClient`` instead,
 as a cross-check.
 
-This module holds the command: `register_cli` adds it, `run_loadtest_command` runs it. It also
-re-exports the load tester's public names, so ``from web.loadtest import ...`` is the one
-import for callers. The pieces: `web/loadtest_run.py` (`LoadOptions`, `run_loadtest`, the
-conversations and their checks), `web/loadtest_http.py` (the HTTP clients) and
-`web/loadtest_report.py` (what is measured and how it is shown).
+This module holds the command: `register_cli` adds it, `run_loadtest_command` runs it. The
+pieces: `run.py` (`LoadOptions`, `run_loadtest`, the conversations and their checks),
+`http.py` (the HTTP clients) and `report.py` (what is measured and how it is shown).
 """
 
 from __future__ import annotations
@@ -25,30 +23,8 @@ import sys
 
 import trio
 
-from .loadtest_http import (
-    HttpxTransport,
-    RawConnection,
-    Reply,
-    Transport,
-    TransportFailure,
-)
-from .loadtest_report import LoadReport, print_report
-from .loadtest_run import SIMULATED_PREFIX, LoadOptions, history_problem, run_loadtest
-
-__all__ = [
-    "SIMULATED_PREFIX",
-    "HttpxTransport",
-    "LoadOptions",
-    "LoadReport",
-    "RawConnection",
-    "Reply",
-    "Transport",
-    "TransportFailure",
-    "history_problem",
-    "register_cli",
-    "run_loadtest",
-    "run_loadtest_command",
-]
+from .report import print_report
+from .run import LoadOptions, run_loadtest
 
 
 def _think_range(text: str) -> tuple[float, float]:

@@ -31,7 +31,7 @@ async def chat() -> Response:
 
     The first request (no cookie, or a cookie that is tampered or unknown) starts a new session
     and sets the ``sessionId`` cookie. The reply carries a ``Server-Timing`` header. Served
-    from ASGI by ``web/fast_path.py`` when the app runs under a server; this view documents the
+    from ASGI by ``web/api/fast_path.py`` when the app runs under a server; this view documents the
     route and serves Quart's test client, with the same handler.
     """
     state = app_state()

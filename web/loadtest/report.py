@@ -1,6 +1,6 @@
 """What a load test measured: the samples taken during a run, the report, its table and JSON.
 
-`Recorder` collects raw samples while `web/loadtest_run.py` drives the server (appending to lists
+`Recorder` collects raw samples while `web/loadtest/run.py` drives the server (appending to lists
 is all it does on the hot path: even ``Server-Timing`` headers are parsed after the run);
 `show_progress` draws the live progress bar from it; `Recorder.report` turns the samples into
 a `LoadReport`, which `print_report` shows as a rich table and `LoadReport.to_dict` gives to

@@ -1,7 +1,7 @@
 """One session turn, framework-free: bytes and a cookie in, status, body and headers out.
 
 Both doors to ``POST /api/chat`` run this: the Quart view (documented by quart-schema, used
-by Quart's test client) and the ASGI fast path in ``web/fast_path.py`` that real traffic takes.
+by Quart's test client) and the ASGI fast path in ``web/api/fast_path.py`` that real traffic takes.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """One load test run in-process: `LoadOptions` says what to run, `run_loadtest` runs it.
 
 At most ``concurrency`` conversations are in flight: that many worker tasks each take the next
-conversation until none is left, and each worker owns one transport (`web/loadtest_http.py`).
+conversation until none is left, and each worker owns one transport (`web/loadtest/http.py`).
 Session mode posts each conversation's turns to ``POST /api/chat`` and then checks its
 ``GET /api/chat/history`` with `history_problem`; trace mode posts each turn as a job to
 ``POST /chat`` and collects it with ``GET /chat/{id}/response?wait=S``. What is measured and how
-it is shown lives in `web/loadtest_report.py`.
+it is shown lives in `web/loadtest/report.py`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import trio
 
-from .loadtest_http import HttpxTransport, RawConnection, Reply, Transport, TransportFailure
-from .loadtest_report import LoadReport, Recorder, show_progress
+from .http import HttpxTransport, RawConnection, Reply, Transport, TransportFailure
+from .report import LoadReport, Recorder, show_progress
 
 SIMULATED_PREFIX = 'Simulated reply to "'
 """How the OpenAI simulator's answers start; only such answers are checked for the prompt."""

@@ -9,9 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 import trio
 
 from actors.config import Settings
-from actors.upstream import Upstream
-
-from .simulator import serve_simulator
+from actors.upstream import OpenAIUpstream, Upstream
 
 log = logging.getLogger("actorchat.web")
 
@@ -37,8 +35,10 @@ async def open_upstream(
             return None, "openai (no API key)"
         label = public_label(config.base_url) if config.base_url else "openai"
         log.info("upstream: %s", label)
-        return Upstream(api_key=key, base_url=config.base_url, timeout_s=config.timeout_s,
+        return OpenAIUpstream(api_key=key, base_url=config.base_url, timeout_s=config.timeout_s,
                         max_connections=config.max_concurrency, label=label), label
+    from ..simulator import serve_simulator  # only a server that runs the simulator loads it
+
     simulator = settings.simulator
     base_url = await nursery.start(
         partial(serve_simulator, simulator, "127.0.0.1:0", shutdown_trigger=closed.wait)
@@ -48,7 +48,7 @@ async def open_upstream(
         "(replies are simulated; their model names end in -simulated)", base_url,
     )
     sim_key = simulator.api_key or SIMULATOR_KEY
-    upstream = Upstream(api_key=sim_key, base_url=base_url, timeout_s=config.timeout_s,
+    upstream = OpenAIUpstream(api_key=sim_key, base_url=base_url, timeout_s=config.timeout_s,
                         max_connections=config.max_concurrency, label="simulator")
     return upstream, "simulator"
 

@@ -21,7 +21,7 @@ def hypercorn_config(bind: str, graceful_s: float) -> HypercornConfig:
     config = HypercornConfig()
     config.bind = [bind]
     config.graceful_timeout = graceful_s
-    config.accesslog = None  # our access log names the session; see web/logs.py
+    config.accesslog = None  # our access log names the session; see web/api/logs.py
     config.errorlog = logging.getLogger("hypercorn.error")
     config.keep_alive_timeout = 75
     config.include_server_header = False  # nothing to gain from naming the server
