@@ -15,6 +15,7 @@ from actors.store import MemoryStore, Store
 
 from . import debug_routes, health_routes, job_routes, session_routes
 from .cookies import CookieSigner
+from .docs import install_docs
 from .errors import register_error_handlers
 from .fast_path import FastChatPath
 from .logs import install_access_log
@@ -49,6 +50,7 @@ def create_app(settings: Settings, store: Store | None = None) -> QuartTrio:
         redoc_ui_path=None,
         scalar_ui_path=None,
     )
+    install_docs(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep fields in documented order
     state = AppState(settings=settings, signer=CookieSigner(_session_secret(settings)))
     app.extensions["actorchat"] = state
