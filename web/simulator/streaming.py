@@ -10,6 +10,7 @@ delay_s`` after its first byte. Events due at the same moment go out in one writ
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 import trio
 
@@ -66,21 +67,32 @@ def _writes(whole: Answer, pieces: list[str], include_usage: bool, fault: Fault)
     return writes
 
 
+@dataclass
+class _Progress:
+    """How the stream has ended so far: the client left, until the last write is handed over."""
+
+    end: StreamEnd = StreamEnd.CLIENT_LEFT
+
+
 async def _send_writes(
-    exchange: Exchange, writes: list[bytes], delay_s: float, fault: Fault
-) -> StreamEnd:
+    exchange: Exchange, writes: list[bytes], delay_s: float, fault: Fault, progress: _Progress
+) -> None:
     await exchange.start(200, "text/event-stream; charset=utf-8", [("cache-control", "no-cache")])
     for index, data in enumerate(writes):
         if index and delay_s > 0:
             await trio.sleep(delay_s)
         last = index == len(writes) - 1
+        if last:
+            # Set before the write: once the end of the body is sent, Hypercorn reports the
+            # stream closed to `_cancel_when_client_leaves`, which may cancel this very send.
+            progress.end = _ENDS.get(fault, StreamEnd.COMPLETED)
         more_body = not last or fault is Fault.DROP
         await exchange.send({"type": "http.response.body", "body": data, "more_body": more_body})
     # A DROP returns with the body unfinished: Hypercorn then closes the connection without the
     # chunked body's last chunk, and the client sees the connection drop mid-stream.
-    return {Fault.DROP: StreamEnd.DROPPED, Fault.STREAM_ERROR: StreamEnd.ERROR}.get(
-        fault, StreamEnd.COMPLETED
-    )
+
+
+_ENDS = {Fault.DROP: StreamEnd.DROPPED, Fault.STREAM_ERROR: StreamEnd.ERROR}
 
 
 async def _cancel_when_client_leaves(exchange: Exchange, scope: trio.CancelScope) -> None:
@@ -103,13 +115,14 @@ async def send_stream(
     ``fault`` `Fault.DROP` drops the connection after `fault_point` content chunks;
     `Fault.STREAM_ERROR` sends `MID_STREAM_ERROR` there and ends the body (no ``[DONE]``); any
     other fault is ignored (they strike before the first byte, in ``app.py``). If the client
-    disconnects, the stream stops at once and returns `StreamEnd.CLIENT_LEFT`. On cancel, the
+    disconnects before the last write, the stream stops at once and returns
+    `StreamEnd.CLIENT_LEFT`. On cancel, the
     stream stops where it is and the cancellation propagates.
     """
     writes = _writes(whole, split_text(whole.content, chunks), include_usage, fault)
-    end = StreamEnd.CLIENT_LEFT
+    progress = _Progress()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_cancel_when_client_leaves, exchange, nursery.cancel_scope)
-        end = await _send_writes(exchange, writes, delay_s, fault)
+        await _send_writes(exchange, writes, delay_s, fault, progress)
         nursery.cancel_scope.cancel()
-    return end
+    return progress.end
