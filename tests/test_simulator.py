@@ -488,6 +488,11 @@ def test_the_simulate_command_takes_every_setting_as_a_flag() -> None:
     assert args.func is run_simulate
     defaults = parse_simulate()
     assert defaults.port == 8001
+    streaming = parse_simulate("--stream-chunks", "20", "--chunk-delay-ms", "2.5")
+    assert (streaming.stream_chunks, streaming.chunk_delay_ms) == (20, 2.5)
+    for name in SimulatorConfig.model_fields:
+        flag = "--" + name.replace("_", "-")
+        assert getattr(parse_simulate(flag, "1"), name) is not None, flag
 
 
 def test_the_simulate_command_refuses_a_bad_setting(

@@ -22,6 +22,8 @@ from openai.types.chat import ChatCompletionChunk
 
 from actors.config import SimulatorConfig
 from web.simulator import Simulator, serve_simulator
+from web.simulator.completions import ChunkEncoder, answer
+from web.simulator.request import ChatRequest
 
 from .simulator_support import (
     COMPLETIONS,
@@ -145,6 +147,20 @@ async def test_a_short_answer_gets_one_chunk_per_character_at_most() -> None:
     pieces = [json.loads(event)["choices"][0]["delta"].get("content")
               for event in reply.events()[1:-2]]
     assert pieces == list("Simulate")
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_a_spliced_content_chunk_is_the_json_of_the_whole_chunk(include_usage: bool) -> None:
+    request = ChatRequest(model='odd "model" \\ \x00', messages=[("user", 'say "hi"\n')])
+    encoder = ChunkEncoder(answer(request), include_usage=include_usage)
+    for piece in ("plain", 'a quote " a backslash \\ a newline \n', "\u00e9\U0001f600", ""):
+        spliced = encoder.content(piece)
+        whole = encoder.chunk({"content": piece})
+        assert spliced.startswith(b"data: ")
+        assert spliced.endswith(b"}\n\n")
+        assert json.loads(spliced.removeprefix(b"data: ")) == json.loads(
+            whole.removeprefix(b"data: ")
+        )
 
 
 # Pacing, on the Trio clock

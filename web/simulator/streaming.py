@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import trio
 
-from .completions import DONE, Answer, chunk, split_text, sse
+from .completions import DONE, Answer, ChunkEncoder, split_text, sse
 from .exchange import Exchange
 from .faults import Fault
 
@@ -51,18 +51,18 @@ def _writes(whole: Answer, pieces: list[str], include_usage: bool, fault: Fault)
     The last write has the end of the stream, unless ``fault`` cuts it: then the writes stop
     at `fault_point`, the last one carrying the error event for `Fault.STREAM_ERROR`.
     """
-    first = {"role": "assistant", "content": "", "refusal": None}
-    role = chunk(whole, first, include_usage=include_usage)
-    content = [chunk(whole, {"content": piece}, include_usage=include_usage) for piece in pieces]
+    encoder = ChunkEncoder(whole, include_usage=include_usage)
+    role = encoder.chunk({"role": "assistant", "content": "", "refusal": None})
+    content = [encoder.content(piece) for piece in pieces]
     writes = [role + (content[0] if content else b"")] + content[1:]
     if fault in (Fault.DROP, Fault.STREAM_ERROR):
         writes = writes[: max(1, fault_point(len(pieces)))]
         if fault is Fault.STREAM_ERROR:
             writes[-1] += sse(MID_STREAM_ERROR)
         return writes
-    writes[-1] += chunk(whole, {}, whole.finish_reason, include_usage=include_usage)
+    writes[-1] += encoder.chunk({}, whole.finish_reason)
     if include_usage:
-        writes[-1] += chunk(whole, None, include_usage=True)
+        writes[-1] += encoder.usage()
     writes[-1] += DONE
     return writes
 
@@ -120,6 +120,8 @@ async def send_stream(
     stream stops where it is and the cancellation propagates.
     """
     writes = _writes(whole, split_text(whole.content, chunks), include_usage, fault)
+    if delay_s <= 0:
+        writes = [b"".join(writes)]  # nothing between them: one write (a drop still cuts it)
     progress = _Progress()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_cancel_when_client_leaves, exchange, nursery.cancel_scope)
