@@ -116,8 +116,8 @@ async def send_stream(
     `Fault.STREAM_ERROR` sends `MID_STREAM_ERROR` there and ends the body (no ``[DONE]``); any
     other fault is ignored (they strike before the first byte, in ``app.py``). If the client
     disconnects before the last write, the stream stops at once and returns
-    `StreamEnd.CLIENT_LEFT`. On cancel, the
-    stream stops where it is and the cancellation propagates.
+    `StreamEnd.CLIENT_LEFT`. On cancel, the stream stops where it is and the cancellation
+    propagates.
     """
     writes = _writes(whole, split_text(whole.content, chunks), include_usage, fault)
     if delay_s <= 0:
