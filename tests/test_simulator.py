@@ -398,6 +398,16 @@ def test_fault_rates_split_the_draws_in_proportion() -> None:
     assert share[Fault.NONE] == pytest.approx(0.5, abs=0.03)
 
 
+def test_the_stream_error_band_comes_after_the_others_and_moves_none_of_them() -> None:
+    rates = {"rate_429": 0.1, "rate_5xx": 0.2, "rate_hang": 0.1, "rate_drop": 0.1, "seed": 5}
+    plain = FaultPicker(**rates)
+    with_errors = FaultPicker(**rates, rate_stream_error=0.3)
+    pairs = [(plain.pick(), with_errors.pick()) for _ in range(4000)]
+    assert all(ours == theirs for ours, theirs in pairs if ours is not Fault.NONE)
+    errors = [theirs for ours, theirs in pairs if theirs is Fault.STREAM_ERROR]
+    assert len(errors) / len(pairs) == pytest.approx(0.3, abs=0.03)
+
+
 async def test_latency_delays_the_answer(autojump_clock: trio.abc.Clock) -> None:
     app = Simulator(SimulatorConfig(latency_ms=1500))
     started = trio.current_time()
