@@ -48,9 +48,13 @@ class SimulatorConfig(_Section):
     rate_5xx: float = Field(0.0, ge=0, le=1)
     rate_hang: float = Field(0.0, ge=0, le=1)
     rate_drop: float = Field(0.0, ge=0, le=1)
+    rate_stream_error: float = Field(0.0, ge=0, le=1)
     rpm_limit: int = Field(0, ge=0)
     rpm_burst: int = Field(0, ge=0)
     seed: int | None = None
+    stream_chunks: int = Field(20, ge=1)
+    chunk_delay_ms: float = Field(0.0, ge=0)
+    keep_received: int = Field(100, ge=0)
 
 
 class ActorsConfig(_Section):

@@ -11,7 +11,6 @@ poll for the server to notice that client going away.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,9 +35,7 @@ from web.simulator import (
     serve_simulator,
 )
 
-KEY = "sk-test-key-0123456789abcdef"
-MODEL = "gpt-3.5-turbo"
-HELLO = [{"role": "user", "content": "hello"}]
+from .simulator_support import HELLO, KEY, MODEL, call_app, get_stats, sdk
 
 StartSimulator = Callable[..., Awaitable[str]]
 
@@ -55,40 +52,6 @@ async def start_simulator() -> AsyncIterator[StartSimulator]:
             yield start
         finally:
             nursery.cancel_scope.cancel()
-
-
-def sdk(base_url: str, api_key: str = KEY, timeout: float = 5.0) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout)
-
-
-async def get_stats(base_url: str) -> dict[str, Any]:
-    async with httpx.AsyncClient() as http:
-        response = await http.get(base_url.removesuffix("/v1") + "/_simulator/stats")
-    assert response.status_code == 200
-    return response.json()
-
-
-async def call_app(
-    app: Simulator, method: str, path: str, body: object = None, key: str | None = KEY
-) -> tuple[int, dict[str, str], bytes]:
-    """One request straight into the ASGI app, with no server and no socket."""
-    headers = [(b"authorization", f"Bearer {key}".encode())] if key else []
-    scope = {"type": "http", "method": method, "path": path, "headers": headers}
-    pending = [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        if pending:
-            return pending.pop()
-        await trio.sleep_forever()
-        raise AssertionError("unreachable")
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    response_headers = {name.decode(): value.decode() for name, value in sent[0]["headers"]}
-    return sent[0]["status"], response_headers, b"".join(m.get("body", b"") for m in sent[1:])
 
 
 # The happy path
@@ -146,40 +109,6 @@ async def test_models_are_listed_in_openai_shape(start_simulator: StartSimulator
     assert all(model.object == "model" for model in page.data)
 
 
-# The SDK stops reading its SSE generators at [DONE] without closing them
-# (`openai._streaming.AsyncStream.__stream__`), so Trio warns when they are collected.
-@pytest.mark.filterwarnings("ignore:Async generator:ResourceWarning")
-async def test_a_streamed_completion_sends_chunks_usage_and_done(
-    start_simulator: StartSimulator,
-) -> None:
-    base_url = await start_simulator()
-    async with sdk(base_url) as client:
-        whole = await client.chat.completions.create(model=MODEL, messages=HELLO)
-        stream = await client.chat.completions.create(
-            model=MODEL, messages=HELLO, stream=True, stream_options={"include_usage": True}
-        )
-        async with stream:
-            chunks = [chunk async for chunk in stream]
-        del stream
-        gc.collect()  # finalize the SDK's generators here, under this test's warning filter
-    assert all(chunk.object == "chat.completion.chunk" for chunk in chunks)
-    assert chunks[0].choices[0].delta.role == "assistant"
-    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
-    assert text == whole.choices[0].message.content
-    finishes = [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices]
-    assert finishes[-1] == "stop"
-    assert chunks[-1].choices == []
-    assert chunks[-1].usage == whole.usage
-    async with httpx.AsyncClient() as http:
-        response = await http.post(
-            f"{base_url}/chat/completions",
-            headers={"authorization": f"Bearer {KEY}"},
-            json={"model": MODEL, "messages": HELLO, "stream": True},
-        )
-    assert response.headers["content-type"].startswith("text/event-stream")
-    assert response.text.endswith("data: [DONE]\n\n")
-
-
 # Auth and validation
 
 
@@ -234,6 +163,7 @@ def test_short_keys_are_masked_completely() -> None:
         ({"temperature": -0.1}, "temperature"),
         ({"temperature": "warm"}, "temperature"),
         ({"stream": "yes"}, "stream"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
     ],
 )
 async def test_bad_bodies_are_refused_with_400_naming_the_param(
@@ -468,6 +398,16 @@ def test_fault_rates_split_the_draws_in_proportion() -> None:
     assert share[Fault.NONE] == pytest.approx(0.5, abs=0.03)
 
 
+def test_the_stream_error_band_comes_after_the_others_and_moves_none_of_them() -> None:
+    rates = {"rate_429": 0.1, "rate_5xx": 0.2, "rate_hang": 0.1, "rate_drop": 0.1, "seed": 5}
+    plain = FaultPicker(**rates)
+    with_errors = FaultPicker(**rates, rate_stream_error=0.3)
+    pairs = [(plain.pick(), with_errors.pick()) for _ in range(4000)]
+    assert all(ours == theirs for ours, theirs in pairs if ours is not Fault.NONE)
+    errors = [theirs for ours, theirs in pairs if theirs is Fault.STREAM_ERROR]
+    assert len(errors) / len(pairs) == pytest.approx(0.3, abs=0.03)
+
+
 async def test_latency_delays_the_answer(autojump_clock: trio.abc.Clock) -> None:
     app = Simulator(SimulatorConfig(latency_ms=1500))
     started = trio.current_time()
@@ -558,6 +498,11 @@ def test_the_simulate_command_takes_every_setting_as_a_flag() -> None:
     assert args.func is run_simulate
     defaults = parse_simulate()
     assert defaults.port == 8001
+    streaming = parse_simulate("--stream-chunks", "20", "--chunk-delay-ms", "2.5")
+    assert (streaming.stream_chunks, streaming.chunk_delay_ms) == (20, 2.5)
+    for name in SimulatorConfig.model_fields:
+        flag = "--" + name.replace("_", "-")
+        assert getattr(parse_simulate(flag, "1"), name) is not None, flag
 
 
 def test_the_simulate_command_refuses_a_bad_setting(

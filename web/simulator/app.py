@@ -5,14 +5,17 @@ answers ``POST /v1/chat/completions`` and ``GET /v1/models`` with OpenAI's wire 
 codes, error bodies and headers, so the official ``openai`` SDK treats it as it treats the real
 service. A chat completion goes through, in order: bearer auth (401), body validation (400, 413),
 the rpm token bucket (429), one seeded draw for an injected fault (429, 500/503, hang, dropped
-connection), then ``latency_ms`` of sleep and the answer. Counters are served at
-``GET /_simulator/stats`` and logged (counts only, never keys or message text) on logger
-``actorchat.simulator`` every `SUMMARY_EVERY_S` seconds while there is traffic.
+connection, error event mid-stream), then ``latency_ms`` of sleep and the answer, whole or
+streamed (`streaming.py`). Counters are served at ``GET /_simulator/stats`` and logged (counts
+only, never keys or message text) on logger ``actorchat.simulator`` every `SUMMARY_EVERY_S`
+seconds while there is traffic. The last ``keep_received`` valid chat requests, messages
+included, are served at ``GET /_simulator/received`` so tests can see what was sent upstream.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,16 +25,19 @@ from actors.config import SimulatorConfig
 
 from . import fault_answers
 from .auth import auth_error
-from .completions import ChatRequest, completion, parse_chat_request, send_stream
+from .completions import answer, completion
 from .exchange import ApiError, Exchange, Receive, Scope, Send
 from .faults import Fault, FaultPicker
 from .rate_limit import TokenBucket, default_burst, ratelimit_headers
+from .request import ChatRequest, parse_chat_request
+from .streaming import StreamEnd, send_stream
 
 logger = logging.getLogger("actorchat.simulator")
 
 SUMMARY_EVERY_S = 10.0
 """How often the counters are logged at INFO while requests keep arriving."""
 STATS_PATH = "/_simulator/stats"
+RECEIVED_PATH = "/_simulator/received"
 MODELS = ("gpt-3.5-turbo", "gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1")
 
 _OUTCOMES = (
@@ -42,6 +48,8 @@ _OUTCOMES = (
     "server_error",
     "hang",
     "drop",
+    "stream_error",
+    "client_left",
     "not_found",
 )
 
@@ -56,7 +64,12 @@ class Simulator:
     left, while the 429 of an exhausted bucket shows 0. Fault choices come from
     ``random.Random(config.seed)``, one draw per request that reaches them, so a seeded run with
     the same request order repeats. A hanging request ends when its client disconnects, the
-    server is cancelled, or after `fault_answers.HANG_CAP_S`.
+    server is cancelled, or after `fault_answers.HANG_CAP_S`. A streamed answer whose client
+    disconnects stops at once (counted as ``client_left``).
+
+    ``received`` holds the last ``config.keep_received`` chat requests that passed validation,
+    oldest first, each as `ChatRequest.record` gives it (faulted and rate-limited ones too: they
+    were received).
     """
 
     def __init__(self, config: SimulatorConfig) -> None:
@@ -66,6 +79,7 @@ class Simulator:
             rate_5xx=config.rate_5xx,
             rate_hang=config.rate_hang,
             rate_drop=config.rate_drop,
+            rate_stream_error=config.rate_stream_error,
             seed=config.seed,
         )
         self.rate_gate: TokenBucket | None = None
@@ -74,6 +88,7 @@ class Simulator:
             self.rate_gate = TokenBucket(config.rpm_limit, burst)
         self._counts = dict.fromkeys(("requests", "completed", "streamed", *_OUTCOMES), 0)
         self._in_flight = 0
+        self.received: deque[dict[str, Any]] = deque(maxlen=config.keep_received)
         self._next_summary_at: float | None = None
         self._routes: dict[str, tuple[str, Callable[[Exchange], Awaitable[None]]]] = {
             "/v1/chat/completions": ("POST", self._chat_completions),
@@ -86,8 +101,11 @@ class Simulator:
         ``requests`` counts every request to ``/v1``, ``completed`` the chat completions answered
         in full (``streamed`` of them as SSE), ``in_flight`` those being answered now; each
         outcome (``unauthorized``, ``bad_request``, ``rate_limited_rpm``,
-        ``rate_limited_injected``, ``server_error``, ``hang``, ``drop``, ``not_found``) counts
-        the requests that ended that way. ``config`` is the fault setup.
+        ``rate_limited_injected``, ``server_error``, ``hang``, ``drop``, ``stream_error``,
+        ``client_left``, ``not_found``) counts the requests that ended that way: ``drop``
+        counts dropped streams too, ``stream_error`` the streams ended by an error event,
+        ``client_left`` the streams whose client disconnected before the end. ``config`` is
+        the fault setup.
         """
         config = self.config.model_dump(exclude={"api_key"})
         config["api_key_required"] = self.config.api_key is not None
@@ -109,6 +127,9 @@ class Simulator:
         path = scope["path"].rstrip("/") or "/"
         if path == STATS_PATH:
             await exchange.json(200, self.stats())
+            return
+        if path == RECEIVED_PATH:
+            await exchange.json(200, {"requests": list(self.received)})
             return
         self._counts["requests"] += 1
         self._maybe_log_summary()
@@ -161,21 +182,34 @@ class Simulator:
             self._counts["bad_request"] += 1
             await exchange.error(error)
             return
+        if self.received.maxlen:
+            self.received.append(request.record())
         fault = await self._admit(exchange, request.model)
         if fault is None:
             return
-        if fault is not Fault.NONE:
+        if fault in _BEFORE_THE_FIRST_BYTE or (fault is Fault.DROP and not request.stream):
             await self._inject(fault, exchange, request)
             return
         if self.config.latency_ms > 0:
             await trio.sleep(self.config.latency_ms / 1000)
-        answer = completion(request)
         if request.stream:
-            await send_stream(exchange, answer, request.include_usage)
-            self._counts["streamed"] += 1
-        else:
-            await exchange.json(200, answer)
+            await self._stream(exchange, request, fault)
+            return
+        await exchange.json(200, completion(answer(request)))
         self._counts["completed"] += 1
+
+    async def _stream(self, exchange: Exchange, request: ChatRequest, fault: Fault) -> None:
+        end = await send_stream(
+            exchange,
+            answer(request),
+            include_usage=request.include_usage,
+            chunks=self.config.stream_chunks,
+            delay_s=self.config.chunk_delay_ms / 1000,
+            fault=fault,
+        )
+        self._counts[end.value] += 1
+        if end is StreamEnd.COMPLETED:
+            self._counts["completed"] += 1
 
     async def _admit(self, exchange: Exchange, model: str) -> Fault | None:
         """Check the rpm bucket and draw the fault; None once a refusal has been sent.
@@ -213,7 +247,14 @@ class Simulator:
             await fault_answers.hang(exchange)
         elif fault is Fault.DROP:
             self._counts["drop"] += 1
-            await fault_answers.drop(exchange, completion(request))
+            await fault_answers.drop(exchange, completion(answer(request)))
+
+
+_BEFORE_THE_FIRST_BYTE = frozenset(
+    (Fault.RATE_LIMITED, Fault.SERVER_ERROR_500, Fault.SERVER_ERROR_503, Fault.HANG)
+)
+"""Faults that strike before any answer has begun; drops and error events strike mid-stream
+(an unstreamed answer drops halfway through its body; it has no error event to send)."""
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

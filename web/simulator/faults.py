@@ -19,15 +19,17 @@ class Fault(enum.Enum):
     SERVER_ERROR_503 = "server_error_503"
     HANG = "hang"
     DROP = "drop"
+    STREAM_ERROR = "stream_error"  # streams only: an unstreamed answer is sent in full
 
 
 class FaultPicker:
     """Chooses a fault per request with exactly one draw from ``random.Random(seed)``.
 
-    The unit interval is cut into bands in a fixed order (429, 5xx, hang, drop, then none), each
-    as wide as its rate; rates adding up to more than 1 crowd out the later bands. Within the 5xx
-    band the lower half is a 500 and the upper half a 503, so the same draw decides both. Two
-    pickers with the same seed and rates make the same choices in the same order.
+    The unit interval is cut into bands in a fixed order (429, 5xx, hang, drop, stream error,
+    then none), each as wide as its rate; rates adding up to more than 1 crowd out the later
+    bands. Within the 5xx band the lower half is a 500 and the upper half a 503, so the same
+    draw decides both. Two pickers with the same seed and rates make the same choices in the
+    same order; a zero rate leaves the other bands where they were.
     """
 
     def __init__(
@@ -37,6 +39,7 @@ class FaultPicker:
         rate_5xx: float = 0.0,
         rate_hang: float = 0.0,
         rate_drop: float = 0.0,
+        rate_stream_error: float = 0.0,
         seed: int | None = None,
     ) -> None:
         self._random = random.Random(seed)
@@ -45,7 +48,8 @@ class FaultPicker:
         self._end_5xx = self._end_429 + rate_5xx
         self._end_hang = self._end_5xx + rate_hang
         self._end_drop = self._end_hang + rate_drop
-        self._enabled = self._end_drop > 0
+        self._end_stream_error = self._end_drop + rate_stream_error
+        self._enabled = self._end_stream_error > 0
 
     def pick(self) -> Fault:
         """Draw once and return the fault for this request (`Fault.NONE` for a normal answer)."""
@@ -61,4 +65,6 @@ class FaultPicker:
             return Fault.HANG
         if draw < self._end_drop:
             return Fault.DROP
+        if draw < self._end_stream_error:
+            return Fault.STREAM_ERROR
         return Fault.NONE

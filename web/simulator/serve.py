@@ -32,9 +32,13 @@ _OVERRIDES = {
     "rate_5xx": float,
     "rate_hang": float,
     "rate_drop": float,
+    "rate_stream_error": float,
     "rpm_limit": int,
     "rpm_burst": int,
     "seed": int,
+    "stream_chunks": int,
+    "chunk_delay_ms": float,
+    "keep_received": int,
 }
 """The settings ``actorchat simulate`` takes as flags (``--rate-429``), with their types."""
 
