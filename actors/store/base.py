@@ -118,4 +118,4 @@ class Store(SessionStore, JobStore, Protocol):
         """True when the store answers; never raises."""
 
     async def aclose(self) -> None:
-        """Release the store's connections; later calls fail. Idempotent."""
+        """Close the store; later calls may raise ``StoreUnavailable``. Idempotent."""
