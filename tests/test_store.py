@@ -165,3 +165,15 @@ async def test_the_first_claim_of_an_idempotency_key_wins(store: Store) -> None:
 
 async def test_ping_answers_true_while_the_store_is_up(store: Store) -> None:
     assert await store.ping() is True
+
+
+async def test_a_turn_on_an_expired_memory_session_starts_a_new_history(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Redis drops expired keys itself; the memory store must not bring an old history back.
+    store = MemoryStore(session_ttl_s=100)
+    old_version = await store.append_turn("s1", "old", "turn")
+    await trio.sleep(150)
+    new_version = await store.append_turn("s1", "new", "turn")
+    assert await store.load_history("s1") == [("user", "new"), ("assistant", "turn")]
+    assert new_version != old_version
