@@ -92,18 +92,19 @@ async def test_every_key_is_under_the_prefix_and_carries_its_ids_hash_tag() -> N
 
 async def test_a_reopened_store_sees_the_sessions_jobs_and_keys_written_before() -> None:
     prefix = fresh_prefix()
-    async with open_redis_store(SHARED_REDIS_URL, prefix=prefix, session_ttl_s=3600) as first:
-        version = await first.append_turn("s1", "q", "a")
-        await first.save_job(JobRecord("t1", "completed", "m", "now", response="r"), ttl_s=60)
-        await first.claim_idempotency_key("k", "f", "t1", ttl_s=60)
-    assert await first.ping() is False  # closed on exit
-    async with shared_redis_store(prefix=prefix, session_ttl_s=3600) as second:
-        assert await second.load_session("s1") == SessionSnapshot(
-            [("user", "q"), ("assistant", "a")], version)
-        job = await second.load_job("t1")
-        assert job is not None
-        assert job.response == "r"
-        assert await second.claim_idempotency_key("k", "g", "t2", ttl_s=60) == ("t1", "f")
+    async with shared_redis_store(prefix=prefix):  # only deletes the prefix at the end
+        async with open_redis_store(SHARED_REDIS_URL, prefix=prefix, session_ttl_s=3600) as first:
+            version = await first.append_turn("s1", "q", "a")
+            await first.save_job(JobRecord("t1", "completed", "m", "now", response="r"), ttl_s=60)
+            await first.claim_idempotency_key("k", "f", "t1", ttl_s=60)
+        assert await first.ping() is False  # closed on exit
+        async with open_redis_store(SHARED_REDIS_URL, prefix=prefix, session_ttl_s=3600) as second:
+            assert await second.load_session("s1") == SessionSnapshot(
+                [("user", "q"), ("assistant", "a")], version)
+            job = await second.load_job("t1")
+            assert job is not None
+            assert job.response == "r"
+            assert await second.claim_idempotency_key("k", "g", "t2", ttl_s=60) == ("t1", "f")
 
 
 async def test_ping_is_false_while_redis_is_down_and_the_store_recovers_when_it_is_back(
