@@ -10,9 +10,10 @@ Cluster hash tag so a session's keys live in one slot and its scripts run unchan
 - ``{prefix}idempotency:{<key>}``     ``trace_id`` and fingerprint, newline-separated
 
 Each call is one round trip: a single command, or a Lua script where it must read and write
-(scripts run atomically, so a turn is appended whole or not at all). Measured here on Trio, a
-coredis command costs 100 to 300 us of CPU; see the README for this store's figures. Session
-keys expire ``sessions.ttl_s`` after the last create or turn, as in the memory store.
+(scripts run atomically, so a turn is appended whole or not at all). A coredis round trip
+costs 200 to 450 us of CPU on Trio here, about the same for a script as for a bare PING, so
+the round trips are what to count (figures in the README). Session keys expire
+``sessions.ttl_s`` after the last create or turn, as in the memory store.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ _UNAVAILABLE = (
     TimeoutError,
     OSError,
 )
+
 
 def _milliseconds(seconds: float) -> int:
     return max(1, round(seconds * 1000))
