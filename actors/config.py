@@ -13,8 +13,17 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class _Section(BaseModel):
@@ -86,8 +95,40 @@ class ChatConfig(_Section):
 
 
 class StoreConfig(_Section):
-    # Only the in-process store exists so far; a Redis store will fill the same interface.
-    backend: Literal["memory"] = "memory"
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "actorchat:"
+    timeout_s: float = Field(2.0, gt=0)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        # Checked here rather than by coredis, so the message names the key at startup and
+        # never repeats a password.
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        if parts.scheme == "unix" and not parts.path:
+            raise ValueError("a unix:// URL needs the socket's path")
+        if parts.scheme != "unix":
+            if not parts.hostname:
+                raise ValueError("needs a host, as in redis://127.0.0.1:6379/0")
+            try:
+                parts.port  # noqa: B018  # urllib checks the port only when asked
+            except ValueError:
+                raise ValueError("has a bad port") from None
+            database = parts.path.strip("/")
+            if database and not database.isdigit():
+                raise ValueError("the path must be a database number, as in /0")
+        return url
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, prefix: str) -> str:
+        # Redis Cluster hashes the first {...} of a key; the IDs carry the tags, not the prefix.
+        if "{" in prefix or "}" in prefix:
+            raise ValueError("must not contain { or }")
+        return prefix
 
 
 class DebugConfig(_Section):

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import trio
 
-from .base import JobRecord, Message
+from .base import JobRecord, Message, SessionSnapshot, new_session_version
 
 
 class MemoryStore:
@@ -15,11 +15,13 @@ class MemoryStore:
 
     Expired jobs and idempotency keys are dropped when read and swept on each write. With
     ``session_ttl_s``, a session untouched (no turn) for that long is gone; expired sessions
-    are swept on writes, at most every tenth of the TTL.
+    are swept on writes, at most every tenth of the TTL. No call awaits anything, so none is
+    ever interrupted half-way by cancellation.
     """
 
     def __init__(self, session_ttl_s: float | None = None) -> None:
         self._sessions: dict[str, list[Message]] = {}
+        self._versions: dict[str, int] = {}  # the same keys as _sessions
         self._session_ttl_s = session_ttl_s
         self._touched: dict[str, float] = {}  # session -> trio time of its last write
         self._next_session_sweep = 0.0
@@ -34,7 +36,9 @@ class MemoryStore:
         return None
 
     async def create_session(self, session_id: str) -> None:
-        self._sessions.setdefault(session_id, [])
+        if session_id not in self._sessions:
+            self._sessions[session_id] = []
+            self._versions[session_id] = new_session_version()
         self._touch(session_id)
 
     async def session_exists(self, session_id: str) -> bool:
@@ -44,21 +48,35 @@ class MemoryStore:
         history = self._live_history(session_id)
         return None if history is None else list(history)
 
-    async def append_turn(self, session_id: str, user: str, assistant: str) -> None:
-        self._sessions.setdefault(session_id, []).extend(
-            (("user", user), ("assistant", assistant))
-        )
+    async def load_session(self, session_id: str) -> SessionSnapshot:
+        history = self._live_history(session_id)
+        if history is None:
+            return SessionSnapshot(None, 0)
+        return SessionSnapshot(list(history), self._versions[session_id])
+
+    async def session_version(self, session_id: str) -> int:
+        return 0 if self._live_history(session_id) is None else self._versions[session_id]
+
+    async def append_turn(self, session_id: str, user: str, assistant: str) -> int:
+        history = self._live_history(session_id)
+        if history is None:
+            history = self._sessions[session_id] = []
+            self._versions[session_id] = new_session_version()
+        history.extend((("user", user), ("assistant", assistant)))
+        self._versions[session_id] += 1
         self._touch(session_id)
+        return self._versions[session_id]
 
     async def delete_session(self, session_id: str) -> bool:
         self._touched.pop(session_id, None)
+        self._versions.pop(session_id, None)
         return self._sessions.pop(session_id, None) is not None
 
     def _live_history(self, session_id: str) -> list[Message] | None:
         history = self._sessions.get(session_id)
         if history is not None and self._session_ttl_s is not None and \
                 trio.current_time() - self._touched[session_id] >= self._session_ttl_s:
-            del self._sessions[session_id], self._touched[session_id]
+            self._forget(session_id)
             return None
         return history
 
@@ -72,7 +90,10 @@ class MemoryStore:
         self._next_session_sweep = now + self._session_ttl_s / 10
         horizon = now - self._session_ttl_s
         for stale in [key for key, touched in self._touched.items() if touched <= horizon]:
-            del self._sessions[stale], self._touched[stale]
+            self._forget(stale)
+
+    def _forget(self, session_id: str) -> None:
+        del self._sessions[session_id], self._versions[session_id], self._touched[session_id]
 
     def session_count(self) -> int:
         return len(self._sessions)
