@@ -75,10 +75,12 @@ def at_least(value: float | None, limit: float) -> bool | None:
 class Bench:
     """Starts the processes of a scenario, pinned as the bench wants them."""
 
-    def __init__(self, log_dir: Path, *, quick: bool, pinned: bool) -> None:
+    def __init__(self, log_dir: Path, *, quick: bool, pinned: bool,
+                 soak_s: float | None = None) -> None:
         self.log_dir = log_dir
         self.quick = quick
         self.pinned = pinned
+        self.soak_s = soak_s  # how long `soak` is judged after its warm-up; None: its default
 
     def _cpu(self, cpu: int) -> int | None:
         return cpu if self.pinned else None

@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=list(SCENARIOS),
                         help="run only this scenario (repeatable)")
     parser.add_argument("--quick", action="store_true", help="smaller runs, for development")
+    parser.add_argument("--soak-s", type=float, default=None, metavar="SECONDS",
+                        help="how long the soak scenario is judged after its warm-up"
+                             " (default 300, or 30 with --quick)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file (%(default)s)")
     args = parser.parse_args(argv)
     console = Console()
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[yellow]bench: CPUs already busy before the start: {busy_cpus};"
                       " expect slower, noisier numbers[/]")
     with tempfile.TemporaryDirectory(prefix="actorchat-bench-") as scratch:
-        bench = Bench(Path(scratch), quick=args.quick, pinned=pinned)
+        bench = Bench(Path(scratch), quick=args.quick, pinned=pinned, soak_s=args.soak_s)
         started = time.perf_counter()
         outcomes = trio.run(run_all, names, bench, console)
         elapsed = time.perf_counter() - started

@@ -12,6 +12,9 @@ its numbers and targets as an `Outcome`.
 - ``snapshot``: 10,000 live session actors, then ``/debug/actors?limit=100`` timed.
 - ``429``: 500 trace jobs against an upstream that rate-limits: failures, upstream calls per
   job, time against the ideal set by the rpm limit.
+- ``soak``: mixed session and job traffic (5 minutes judged, after a warm-up; ``--soak-s``),
+  with 2,000 HTTP/1.0 connections that wait for the server to close them: the server's open
+  file descriptors back to their baseline afterwards, RSS flat (within 10%).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from .harness import Bench, Outcome
 from .procs import BenchError
 from .scenarios_load import client_ceiling, many, many_burst, throughput
+from .scenarios_soak import soak
 from .scenarios_state import idle_memory, snapshot
 from .scenarios_upstream import rate_limited
 
@@ -37,6 +41,7 @@ SCENARIOS: dict[str, Scenario] = {
     "idle": idle_memory,
     "snapshot": snapshot,
     "429": rate_limited,
+    "soak": soak,
 }
 
 
