@@ -39,48 +39,50 @@ async def cpu_per_call(upstream: OpenAIUpstream, calls: int) -> float:
     return min(rounds)
 
 
-def with_default_transport(upstream: OpenAIUpstream, timeout_s: float) -> OpenAIUpstream:
+def over_default_transport(base_url: str) -> OpenAIUpstream:
     """The same adapter over httpx2's default transport (the httpcore2 pool on AnyIO)."""
-    upstream._http = httpx2.AsyncClient(timeout=timeout_s)
+    upstream = OpenAIUpstream(api_key=KEY, base_url=base_url, timeout_s=30)
+    upstream._http = httpx2.AsyncClient(timeout=30)
     upstream._client = openai.AsyncOpenAI(
-        api_key=KEY, base_url=upstream.base_url, max_retries=0, timeout=timeout_s,
-        http_client=upstream._http,
+        api_key=KEY, base_url=base_url, max_retries=0, timeout=30, http_client=upstream._http
     )
     return upstream
 
 
-async def main(calls: int) -> None:
+async def measure(base_url: str, calls: int) -> None:
+    """Wait for the simulator at ``base_url``, then measure both transports."""
+    for _ in range(100):
+        try:
+            await http_get(base_url.removesuffix("/v1"), "/v1/models", timeout_s=1)
+            break
+        except Exception:  # noqa: BLE001 - not listening yet
+            await trio.sleep(0.1)
+    ours = OpenAIUpstream(api_key=KEY, base_url=base_url, timeout_s=30)
+    try:
+        print(f"TrioHTTP11Transport: {await cpu_per_call(ours, calls):,.0f} us CPU/call")
+    finally:
+        await ours.aclose()
+    default = over_default_transport(base_url)
+    try:
+        print(f"httpx2 default:      {await cpu_per_call(default, calls):,.0f} us CPU/call")
+    finally:
+        await default.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.transport_cpu", description=__doc__)
+    parser.add_argument("--calls", type=int, default=500, help="calls per round (%(default)s)")
+    calls = parser.parse_args().calls
     port = free_port()
     command = [sys.executable, "-m", "web.cli", "simulate", "--port", str(port),
                "--latency-ms", "0", "--api-key", KEY]
     env = clean_environment(PYTHONPATH=str(REPO))
     with subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL) as simulator:
         try:
-            url = f"http://127.0.0.1:{port}"
-            for _ in range(100):
-                try:
-                    await http_get(url, "/v1/models", timeout_s=1)
-                    break
-                except Exception:  # noqa: BLE001 - not listening yet
-                    await trio.sleep(0.1)
-            base_url = f"{url}/v1"
-            ours = OpenAIUpstream(api_key=KEY, base_url=base_url, timeout_s=30)
-            try:
-                print(f"TrioHTTP11Transport: {await cpu_per_call(ours, calls):,.0f} us CPU/call")
-            finally:
-                await ours.aclose()
-            default = with_default_transport(
-                OpenAIUpstream(api_key=KEY, base_url=base_url, timeout_s=30), 30
-            )
-            try:
-                print(f"httpx2 default:      {await cpu_per_call(default, calls):,.0f} us CPU/call")
-            finally:
-                await default.aclose()
+            trio.run(measure, f"http://127.0.0.1:{port}/v1", calls)
         finally:
             simulator.terminate()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m bench.transport_cpu", description=__doc__)
-    parser.add_argument("--calls", type=int, default=500, help="calls per round (%(default)s)")
-    trio.run(main, parser.parse_args().calls)
+    main()
