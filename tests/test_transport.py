@@ -1,20 +1,19 @@
 """`TrioHTTP11Transport` against real servers on loopback ports.
 
 The happy path runs the official SDK against the simulator; everything that misbehaves
-(resets, hangs, idle closes, odd framing) is a raw ``trio.serve_tcp`` handler. The SDK is
-the client wherever the point is what the SDK reports (``APIConnectionError`` etc.).
+(resets, hangs, idle closes, odd framing) is a raw ``trio.serve_tcp`` handler
+(`tests.raw_http`). The SDK is the client wherever the point is what the SDK reports
+(``APIConnectionError`` etc.). Timeouts run on the ``mock_clock`` fixture (a MockClock that
+only moves when the test jumps it, after `wait_all_tasks_blocked`), never on the real clock.
 """
 
 from __future__ import annotations
 
 import gzip
-import json
 import shutil
 import socket
 import ssl
-import struct
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
@@ -22,124 +21,29 @@ import httpx2
 import openai
 import pytest
 import trio
+from trio.testing import MockClock, wait_all_tasks_blocked
 
+from actors.errors import UpstreamCertificateError
 from actors.upstream import ChatRequest, OpenAIUpstream
 from actors.upstream.transport import TrioHTTP11Transport
 from tests.conftest import SIM_KEY, StartSimulator
-
-COMPLETION = json.dumps({
-    "id": "chatcmpl-1",
-    "object": "chat.completion",
-    "created": 1,
-    "model": "test-model",
-    "choices": [{
-        "index": 0,
-        "message": {"role": "assistant", "content": "hi there"},
-        "finish_reason": "stop",
-    }],
-    "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
-}).encode()
+from tests.raw_http import (
+    COMPLETION,
+    Requests,
+    Server,
+    StartServer,
+    keep_alive,
+    reset,
+    response,
+    start_raw_server,
+)
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
-Handler = Callable[[trio.SocketStream], Awaitable[None]]
-
-
-class Server:
-    """A raw TCP server: counts connections, and what is open at once."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.connections = 0
-        self.open = 0
-        self.max_open = 0
-        self.port = 0
-        self.closed = trio.Event()
-        """Set when a connection has closed."""
-
-    async def serve(self, stream: trio.SocketStream) -> None:
-        self.connections += 1
-        self.open += 1
-        self.max_open = max(self.max_open, self.open)
-        try:
-            await self.handler(stream)
-        except trio.BrokenResourceError:
-            pass
-        finally:
-            self.open -= 1
-            await trio.aclose_forcefully(stream)
-            self.closed.set()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-
-StartServer = Callable[[Handler], Awaitable[Server]]
-
 
 @pytest.fixture
-async def start_server() -> AsyncIterator[StartServer]:
-    async with trio.open_nursery() as nursery:
-
-        async def start(handler: Handler) -> Server:
-            server = Server(handler)
-            listeners = await nursery.start(
-                partial(trio.serve_tcp, server.serve, 0, host="127.0.0.1")
-            )
-            server.port = listeners[0].socket.getsockname()[1]
-            return server
-
-        yield start
-        nursery.cancel_scope.cancel()
-
-
-class Requests:
-    """Reads requests (head and content-length body) off one server-side stream."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.buffer = b""
-
-    async def next(self) -> tuple[bytes, bytes] | None:
-        """The next request's head and body; None at EOF."""
-        while b"\r\n\r\n" not in self.buffer:
-            data = await self.stream.receive_some(65536)
-            if not data:
-                return None
-            self.buffer += data
-        head, _, rest = self.buffer.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        while len(rest) < length:
-            rest += await self.stream.receive_some(65536)
-        self.buffer = rest[length:]
-        return head, rest[:length]
-
-
-def response(
-    body: bytes = COMPLETION, *, status: bytes = b"200 OK", extra: bytes = b""
-) -> bytes:
-    return (
-        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
-        + b"content-length: %d\r\n" % len(body) + extra + b"\r\n" + body
-    )
-
-
-async def keep_alive(stream: trio.SocketStream) -> None:
-    """Answer every request on the connection with a completion, until the client closes."""
-    requests = Requests(stream)
-    while await requests.next() is not None:
-        await stream.send_all(response())
-
-
-def reset(stream: trio.SocketStream) -> None:
-    """Close so that the peer gets a TCP RST rather than a FIN."""
-    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    stream.socket.close()
+def start_server(nursery: trio.Nursery) -> StartServer:
+    return partial(start_raw_server, nursery)
 
 
 def sdk(
@@ -232,20 +136,37 @@ async def test_idle_connections_of_another_origin_make_room(start_server: StartS
 
 
 async def test_waiting_for_a_connection_honours_the_pool_timeout(
-    start_server: StartServer,
+    start_server: StartServer, mock_clock: MockClock
 ) -> None:
+    received = trio.Event()
+
     async def hang(stream: trio.SocketStream) -> None:
         await Requests(stream).next()
+        received.set()
         await trio.sleep_forever()
 
     server = await start_server(hang)
     transport = TrioHTTP11Transport(max_connections=1)
+    waited: list[BaseException] = []
     async with httpx2.AsyncClient(transport=transport) as client:
+
+        async def second_request() -> None:
+            try:
+                await client.get(server.url, timeout=httpx2.Timeout(None, pool=0.5))
+            except httpx2.PoolTimeout as error:
+                waited.append(error)
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client.get, server.url)  # holds the only connection
-            await trio.sleep(0.05)
-            with pytest.raises(httpx2.PoolTimeout):
-                await client.get(server.url, timeout=httpx2.Timeout(5, pool=0.1))
+            await received.wait()
+            nursery.start_soon(second_request)
+            await wait_all_tasks_blocked()
+            mock_clock.jump(0.49)
+            await wait_all_tasks_blocked()
+            assert not waited
+            mock_clock.jump(0.02)
+            await wait_all_tasks_blocked()
+            assert len(waited) == 1
             nursery.cancel_scope.cancel()
     assert server.connections == 1
 
@@ -287,18 +208,20 @@ async def test_gzip_body_is_decoded(start_server: StartServer) -> None:
 
 
 async def test_connection_close_is_not_reused(start_server: StartServer) -> None:
+    calls_done = trio.Event()
+
     async def once(stream: trio.SocketStream) -> None:
         await Requests(stream).next()
         await stream.send_all(response(extra=b"Connection: close\r\n"))
-        await trio.sleep(0.5)  # the client must not wait for the close
+        await calls_done.wait()  # open until the end: the client must not wait for the close
 
     server = await start_server(once)
     transport = TrioHTTP11Transport()
     async with sdk(server.url, transport) as client:
-        with trio.fail_after(0.4):
-            assert await chat(client) == "hi there"
-            assert transport.idle_connections == 0
-            assert await chat(client) == "hi there"
+        assert await chat(client) == "hi there"
+        assert transport.idle_connections == 0
+        assert await chat(client) == "hi there"
+        calls_done.set()
     assert server.connections == 2
 
 
@@ -346,12 +269,12 @@ async def test_malformed_responses_are_protocol_errors(
     async def malformed(stream: trio.SocketStream) -> None:
         await Requests(stream).next()
         await stream.send_all(wire)
-        await trio.sleep(1)
+        await trio.sleep_forever()  # the error is in the bytes, not in a close
 
     server = await start_server(malformed)
     transport = TrioHTTP11Transport()
     async with httpx2.AsyncClient(transport=transport) as client:
-        with trio.fail_after(1), pytest.raises(httpx2.RemoteProtocolError):
+        with pytest.raises(httpx2.RemoteProtocolError):
             await client.get(server.url)
     assert transport.idle_connections == 0
 
@@ -403,7 +326,7 @@ async def test_an_idle_connection_closed_by_the_server_is_retried(
     async with sdk(server.url, transport) as client:
         assert await chat(client) == "hi there"
         assert transport.idle_connections == 1
-        await trio.sleep(0.05)  # the server's close arrives while the connection is idle
+        await server.closed.wait()  # the server's close arrives while the connection is idle
         assert await chat(client) == "hi there"
     assert server.connections == 2
 
@@ -446,39 +369,82 @@ async def test_a_connection_cut_mid_body_is_a_connection_error(
     assert server.connections == 1  # a response was under way: not retried
 
 
-async def test_a_server_that_never_answers_times_out(start_server: StartServer) -> None:
+async def test_a_server_that_never_answers_times_out(
+    start_server: StartServer, mock_clock: MockClock
+) -> None:
+    received = trio.Event()
+
     async def silent(stream: trio.SocketStream) -> None:
         await Requests(stream).next()
+        received.set()
         await trio.sleep_forever()
 
     server = await start_server(silent)
     transport = TrioHTTP11Transport()
-    async with sdk(server.url, transport, timeout=0.3) as client:
-        started = trio.current_time()
-        with pytest.raises(openai.APITimeoutError) as caught:
-            await chat(client)
-        assert 0.29 <= trio.current_time() - started < 1.0
-        assert isinstance(caught.value.__cause__, httpx2.ReadTimeout)
+    failures: list[BaseException] = []
+    async with sdk(server.url, transport, timeout=10) as client:
+
+        async def call() -> None:
+            try:
+                await chat(client)
+            except openai.APITimeoutError as error:
+                failures.append(error)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            await received.wait()
+            await wait_all_tasks_blocked()
+            mock_clock.jump(9.9)
+            await wait_all_tasks_blocked()
+            assert not failures  # still within the read timeout
+            mock_clock.jump(0.2)
+        assert isinstance(failures[0].__cause__, httpx2.ReadTimeout)
         assert transport.idle_connections == 0
 
 
-async def test_the_read_timeout_is_per_read(start_server: StartServer) -> None:
+async def test_the_read_timeout_is_per_read(
+    start_server: StartServer, mock_clock: MockClock
+) -> None:
+    send_piece, next_piece = trio.open_memory_channel[None](10)
+
     async def trickle(stream: trio.SocketStream) -> None:
         requests = Requests(stream)
         while await requests.next() is not None:
             wire = response()
-            for offset in range(0, len(wire), len(wire) // 4 + 1):
-                await trio.sleep(0.1)
-                await stream.send_all(wire[offset:offset + len(wire) // 4 + 1])
+            size = len(wire) // 4 + 1
+            for offset in range(0, len(wire), size):
+                await next_piece.receive()
+                await stream.send_all(wire[offset:offset + size])
+
+    async def pause_then_send_a_piece() -> None:
+        await wait_all_tasks_blocked()
+        mock_clock.jump(0.1)
+        send_piece.send_nowait(None)
 
     server = await start_server(trickle)
     transport = TrioHTTP11Transport()
+    answers: list[httpx2.Response | Exception] = []
     async with httpx2.AsyncClient(transport=transport) as client:
-        # 0.4 s in all, never more than 0.1 s without bytes: within a 0.25 s read timeout.
-        answer = await client.get(server.url, timeout=httpx2.Timeout(None, read=0.25))
-        assert answer.content == COMPLETION
-        with pytest.raises(httpx2.ReadTimeout):
-            await client.get(server.url, timeout=httpx2.Timeout(None, read=0.05))
+
+        async def get(read_timeout: float) -> None:
+            try:
+                answers.append(
+                    await client.get(server.url, timeout=httpx2.Timeout(None, read=read_timeout))
+                )
+            except httpx2.ReadTimeout as error:
+                answers.append(error)
+
+        async with trio.open_nursery() as nursery:
+            # 0.4 s in all, never more than 0.1 s without bytes: within a 0.25 s read timeout.
+            nursery.start_soon(get, 0.25)
+            for _ in range(4):
+                await pause_then_send_a_piece()
+        assert isinstance(answers[0], httpx2.Response)
+        assert answers[0].content == COMPLETION
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(get, 0.05)
+            await pause_then_send_a_piece()
+        assert isinstance(answers[1], httpx2.ReadTimeout)
         assert transport.idle_connections == 0
 
 
@@ -540,26 +506,50 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-async def test_https_with_certificate_checks(certificate: tuple[Path, Path]) -> None:
+async def serve_tls(nursery: trio.Nursery, certificate: tuple[Path, Path]) -> tuple[Server, str]:
+    """A keep-alive server over TLS with ``certificate``; its https base URL."""
     cert, key = certificate
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert, key)
     server = Server(keep_alive)
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(
-            trio.serve_ssl_over_tcp, server.serve, 0, server_context, host="127.0.0.1",
-            https_compatible=True,
-        ))
-        url = f"https://127.0.0.1:{listeners[0].transport_listener.socket.getsockname()[1]}/v1"
+    listeners = await nursery.start(partial(
+        trio.serve_ssl_over_tcp, server.serve, 0, server_context, host="127.0.0.1",
+        https_compatible=True,
+    ))
+    port = listeners[0].transport_listener.socket.getsockname()[1]
+    return server, f"https://127.0.0.1:{port}/v1"
 
-        trusting = TrioHTTP11Transport(ssl_context=ssl.create_default_context(cafile=cert))
-        async with sdk(url, trusting) as client:
-            assert await chat(client) == "hi there"
-            assert await chat(client) == "hi there"
-        assert server.connections == 1
 
-        async with sdk(url, TrioHTTP11Transport()) as client:  # the default CAs: refused
-            with pytest.raises(openai.APIConnectionError) as caught:
-                await chat(client)
-        assert isinstance(caught.value.__cause__, httpx2.ConnectError)
-        nursery.cancel_scope.cancel()
+async def test_https_with_certificate_checks(
+    nursery: trio.Nursery, certificate: tuple[Path, Path]
+) -> None:
+    server, url = await serve_tls(nursery, certificate)
+    trusting = TrioHTTP11Transport(ssl_context=ssl.create_default_context(cafile=certificate[0]))
+    async with sdk(url, trusting) as client:
+        assert await chat(client) == "hi there"
+        assert await chat(client) == "hi there"
+    assert server.connections == 1
+
+    async with sdk(url, TrioHTTP11Transport()) as client:  # the default CAs: refused
+        with pytest.raises(openai.APIConnectionError) as caught:
+            await chat(client)
+    assert isinstance(caught.value.__cause__, httpx2.ConnectError)
+    assert isinstance(caught.value.__cause__.__cause__, ssl.SSLCertVerificationError)
+
+
+async def test_a_certificate_failing_verification_is_reported_as_such_and_not_transient(
+    nursery: trio.Nursery, certificate: tuple[Path, Path]
+) -> None:
+    server, url = await serve_tls(nursery, certificate)
+    upstream = OpenAIUpstream(api_key="test-key", base_url=url, timeout_s=5)
+    try:
+        with pytest.raises(UpstreamCertificateError) as caught:
+            await upstream.complete(ChatRequest(MESSAGES, "test-model", 0.5))
+    finally:
+        await upstream.aclose()
+    error = caught.value
+    assert error.transient is False  # the retrying caller gives up at once
+    assert error.type == "upstream_tls_error"
+    assert "TLS certificate failed verification" in error.message
+    assert "SSL_CERT_FILE" in error.message
+    assert server.connections == 1
