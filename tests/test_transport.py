@@ -14,6 +14,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+from contextlib import aclosing
 from functools import partial
 from pathlib import Path
 
@@ -169,6 +170,65 @@ async def test_waiting_for_a_connection_honours_the_pool_timeout(
             assert len(waited) == 1
             nursery.cancel_scope.cancel()
     assert server.connections == 1
+
+
+# -- streaming bodies -----------------------------------------------------------------------
+
+
+async def test_a_body_streams_and_holds_its_connection_until_it_ends(
+    start_server: StartServer,
+) -> None:
+    first_sent, rest_allowed = trio.Event(), trio.Event()
+
+    async def slow(stream: trio.SocketStream) -> None:
+        requests = Requests(stream)
+        while await requests.next() is not None:
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n"
+            )
+            first_sent.set()
+            await rest_allowed.wait()
+            await stream.send_all(b"4\r\nlast\r\n0\r\n\r\n")
+
+    server = await start_server(slow)
+    transport = TrioHTTP11Transport()
+    pieces: list[bytes] = []
+    async with httpx2.AsyncClient(transport=transport) as client:
+
+        async def get() -> None:
+            async with client.stream("GET", server.url) as answer:
+                async for piece in answer.aiter_raw():
+                    pieces.append(piece)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(get)
+            await first_sent.wait()
+            await wait_all_tasks_blocked()
+            assert pieces == [b"first"]  # before the server wrote the rest
+            assert (transport.active_connections, transport.idle_connections) == (1, 0)
+            rest_allowed.set()
+        assert pieces == [b"first", b"last"]
+        assert (transport.active_connections, transport.idle_connections) == (0, 1)
+    assert server.connections == 1
+
+
+async def test_a_body_closed_before_its_end_closes_its_connection(
+    start_server: StartServer,
+) -> None:
+    async def endless(stream: trio.SocketStream) -> None:
+        requests = Requests(stream)
+        await requests.next()
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst")
+        assert await requests.next() is None  # the client closed the connection
+
+    server = await start_server(endless)
+    transport = TrioHTTP11Transport()
+    async with httpx2.AsyncClient(transport=transport) as client:
+        async with client.stream("GET", server.url) as answer:
+            async with aclosing(answer.aiter_raw()) as pieces:
+                assert await pieces.__anext__() == b"first"
+        assert (transport.active_connections, transport.idle_connections) == (0, 0)
+        await server.closed.wait()
 
 
 # -- response framing -----------------------------------------------------------------------
