@@ -29,9 +29,11 @@ from actors.upstream import (
     OpenAIUpstream,
     RateLimitInfo,
     StreamEvent,
+    Upstream,
 )
 from actors.upstream.streaming import SSEDecoder
 from actors.upstream.transport import TrioHTTP11Transport
+from tests.fakes import ScriptedUpstream
 from tests.raw_http import Requests, StartServer, reset, response, start_raw_server
 
 KEY = "sk-secret-test-key"
@@ -309,3 +311,16 @@ def test_the_sse_decoder_joins_data_lines_and_skips_comments_and_other_fields() 
     assert decoder.feed(b": keep-alive\r\n\r\nevent: x\r\ndata: one\r\nda") == []
     assert decoder.feed(b"ta:two\r\n\r\ndata: [DONE]\n") == ["one\ntwo"]
     assert decoder.feed(b"\n") == ["[DONE]"]
+
+
+async def test_the_fake_upstreams_stream_the_answer_they_would_complete() -> None:
+    upstream: Upstream = ScriptedUpstream()
+    async with upstream.stream(REQUEST) as events:
+        received = [event async for event in events]
+    completion = received[-1]
+    assert isinstance(completion, Completion)
+    assert completion.content == "re: hello (1)"
+    assert "".join(event.text for event in received if isinstance(event, Delta)) == \
+        completion.content
+    assert len(received) == 4
+    await upstream.aclose()
