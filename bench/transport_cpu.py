@@ -1,10 +1,10 @@
 """``python -m bench.transport_cpu``: CPU per SDK call, our transport vs httpx2's default.
 
 The simulator runs in a subprocess (latency 0, so only CPU counts), and this process makes
-sequential ``OpenAIUpstream.complete`` calls, first through `TrioHTTP11Transport`, then
-through an ``httpx2.AsyncClient`` with its default transport. Printed: this process's CPU
-time (``time.process_time``) per call, best of three rounds, so it is the client's cost
-alone. The figure quoted in ``actors/upstream/transport.py`` comes from here.
+sequential ``OpenAIUpstream.complete`` calls, through `TrioHTTP11Transport` and through an
+``httpx2.AsyncClient`` with its default transport, in interleaved rounds. Printed: this
+process's CPU time (``time.process_time``) per call, best of five rounds, so it is the
+client's cost alone. The figure quoted in ``actors/upstream/transport.py`` comes from here.
 """
 
 from __future__ import annotations
@@ -26,17 +26,20 @@ KEY = "bench-key"
 REQUEST = ChatRequest([{"role": "user", "content": "hello there"}], "gpt-bench", 0.5)
 
 
-async def cpu_per_call(upstream: OpenAIUpstream, calls: int) -> float:
-    """Microseconds of this process's CPU per call, best of three rounds."""
-    for _ in range(50):
-        await upstream.complete(REQUEST)  # warm up: connections, caches
-    rounds = []
-    for _ in range(3):
-        started = time.process_time()
-        for _ in range(calls):
-            await upstream.complete(REQUEST)
-        rounds.append((time.process_time() - started) / calls * 1e6)
-    return min(rounds)
+async def cpu_per_call(upstreams: dict[str, OpenAIUpstream], calls: int) -> dict[str, float]:
+    """Microseconds of this process's CPU per call for each upstream, best of five rounds,
+    the rounds interleaved so that a busy machine weighs on both alike."""
+    for upstream in upstreams.values():
+        for _ in range(50):
+            await upstream.complete(REQUEST)  # warm up: connections, caches
+    best = dict.fromkeys(upstreams, float("inf"))
+    for _ in range(5):
+        for name, upstream in upstreams.items():
+            started = time.process_time()
+            for _ in range(calls):
+                await upstream.complete(REQUEST)
+            best[name] = min(best[name], (time.process_time() - started) / calls * 1e6)
+    return best
 
 
 def over_default_transport(base_url: str) -> OpenAIUpstream:
@@ -57,21 +60,21 @@ async def measure(base_url: str, calls: int) -> None:
             break
         except Exception:  # noqa: BLE001 - not listening yet
             await trio.sleep(0.1)
-    ours = OpenAIUpstream(api_key=KEY, base_url=base_url, timeout_s=30)
+    upstreams = {
+        "TrioHTTP11Transport": OpenAIUpstream(api_key=KEY, base_url=base_url, timeout_s=30),
+        "httpx2 default": over_default_transport(base_url),
+    }
     try:
-        print(f"TrioHTTP11Transport: {await cpu_per_call(ours, calls):,.0f} us CPU/call")
+        for name, microseconds in (await cpu_per_call(upstreams, calls)).items():
+            print(f"{name:20} {microseconds:,.0f} us CPU/call")
     finally:
-        await ours.aclose()
-    default = over_default_transport(base_url)
-    try:
-        print(f"httpx2 default:      {await cpu_per_call(default, calls):,.0f} us CPU/call")
-    finally:
-        await default.aclose()
+        for upstream in upstreams.values():
+            await upstream.aclose()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.transport_cpu", description=__doc__)
-    parser.add_argument("--calls", type=int, default=500, help="calls per round (%(default)s)")
+    parser.add_argument("--calls", type=int, default=200, help="calls per round (%(default)s)")
     calls = parser.parse_args().calls
     port = free_port()
     command = [sys.executable, "-m", "web.cli", "simulate", "--port", str(port),

@@ -1,10 +1,11 @@
 """A Trio HTTP/1.1 connection pool for the upstream client: `TrioHTTP11Transport`.
 
 Why a pool of our own: an SDK call through httpx2's default transport (the httpcore2 pool,
-over AnyIO, over Trio) costs 1,163 us of CPU; through this one 801 us (``python -m
+over AnyIO, over Trio) costs ~1,390 us of CPU; through this one ~1,020 us (``python -m
 bench.transport_cpu``: sequential ``OpenAIUpstream.complete`` calls against the simulator in
-another process, this process's CPU per call, best of three rounds of 500). The server makes
-hundreds of calls a second on one core. It plugs into ``httpx2.AsyncClient(transport=...)``,
+another process, this process's CPU per call, best of interleaved rounds; the hand-written
+parser this replaced: ~880 us, h11 costs the difference). The server makes hundreds of calls
+a second on one core. It plugs into ``httpx2.AsyncClient(transport=...)``,
 so the SDK, its headers, auth, error classes and content decoding (gzip etc.) are unchanged.
 HTTP on the wire is h11's, through `actors.upstream.connection`.
 
