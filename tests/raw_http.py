@@ -1,7 +1,8 @@
 """Raw HTTP/1.1 servers for the transport and upstream tests: they misbehave on purpose.
 
 A test gives `start_raw_server` a handler that reads requests with `Requests` and writes
-whatever bytes it wants; `Server` counts the connections and notes when one closes.
+whatever bytes it wants; `Server` counts the connections and notes when one closes. `sdk`
+and `chat` are the client side: the official SDK over a given transport.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import struct
 from collections.abc import Awaitable, Callable
 from functools import partial
 
+import httpx2
+import openai
 import trio
 
 COMPLETION = json.dumps({
@@ -117,3 +120,20 @@ def reset(stream: trio.SocketStream) -> None:
     """Close so that the peer gets a TCP RST rather than a FIN."""
     stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     stream.socket.close()
+
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+def sdk(
+    url: str, transport: httpx2.AsyncBaseTransport, timeout: float = 5.0
+) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        api_key="test-key", base_url=url, max_retries=0, timeout=timeout,
+        http_client=httpx2.AsyncClient(transport=transport),
+    )
+
+
+async def chat(client: openai.AsyncOpenAI) -> str | None:
+    completion = await client.chat.completions.create(model="test-model", messages=MESSAGES)
+    return completion.choices[0].message.content

@@ -1,8 +1,8 @@
 """`OpenAIUpstream.stream` against raw servers that stream OpenAI's server-sent events.
 
-Each server writes the HTTP/1.1 head and chunked body by hand, the way OpenAI frames
-``chat.completion.chunk`` events, so every failure (a cut, an error event, a hang) can be
-placed exactly. Time runs on the ``mock_clock`` fixture, moved only by the test.
+Each server writes the head and chunked body by hand, as OpenAI frames its
+``chat.completion.chunk`` events, so that every failure (a cut, an error event, a hang) can
+be placed exactly. Time runs on the ``mock_clock`` fixture, moved only by the test.
 """
 
 from __future__ import annotations
@@ -29,11 +29,8 @@ from actors.upstream import (
     OpenAIUpstream,
     RateLimitInfo,
     StreamEvent,
-    Upstream,
 )
-from actors.upstream.streaming import SSEDecoder
 from actors.upstream.transport import TrioHTTP11Transport
-from tests.fakes import ScriptedUpstream
 from tests.raw_http import Requests, StartServer, reset, response, start_raw_server
 
 KEY = "sk-secret-test-key"
@@ -234,7 +231,7 @@ async def test_a_stream_that_fails_mid_way_raises_an_upstream_error_without_the_
 
 
 async def test_an_upstream_silent_mid_stream_times_out(
-    start_server: StartServer, mock_clock: MockClock
+    start_server: StartServer, connect: Callable[[str], OpenAIUpstream], mock_clock: MockClock
 ) -> None:
     sent = trio.Event()
 
@@ -244,8 +241,7 @@ async def test_an_upstream_silent_mid_stream_times_out(
         sent.set()
         await trio.sleep_forever()
 
-    server = await start_server(stalls)
-    upstream = OpenAIUpstream(api_key=KEY, base_url=server.url, timeout_s=10)
+    upstream = connect((await start_server(stalls)).url)  # timeout_s=10
     failures: list[Exception] = []
 
     async def consume() -> None:
@@ -256,18 +252,15 @@ async def test_an_upstream_silent_mid_stream_times_out(
         except UpstreamTimeout as error:
             failures.append(error)
 
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(consume)
-            await sent.wait()
-            await wait_all_tasks_blocked()
-            mock_clock.jump(9.9)
-            await wait_all_tasks_blocked()
-            assert not failures
-            mock_clock.jump(0.2)
-        assert len(failures) == 1
-    finally:
-        await upstream.aclose()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consume)
+        await sent.wait()
+        await wait_all_tasks_blocked()
+        mock_clock.jump(9.9)
+        await wait_all_tasks_blocked()
+        assert not failures
+        mock_clock.jump(0.2)
+    assert len(failures) == 1
 
 
 @pytest.mark.parametrize("how", ["break", "cancel"])
@@ -304,23 +297,3 @@ async def test_leaving_a_stream_early_closes_its_connection_and_leaves_no_task(
     transport = transport_of(upstream)
     assert (transport.active_connections, transport.idle_connections) == (0, 0)
     assert trio.lowlevel.current_statistics().tasks_living == tasks_before
-
-
-def test_the_sse_decoder_joins_data_lines_and_skips_comments_and_other_fields() -> None:
-    decoder = SSEDecoder()
-    assert decoder.feed(b": keep-alive\r\n\r\nevent: x\r\ndata: one\r\nda") == []
-    assert decoder.feed(b"ta:two\r\n\r\ndata: [DONE]\n") == ["one\ntwo"]
-    assert decoder.feed(b"\n") == ["[DONE]"]
-
-
-async def test_the_fake_upstreams_stream_the_answer_they_would_complete() -> None:
-    upstream: Upstream = ScriptedUpstream()
-    async with upstream.stream(REQUEST) as events:
-        received = [event async for event in events]
-    completion = received[-1]
-    assert isinstance(completion, Completion)
-    assert completion.content == "re: hello (1)"
-    assert "".join(event.text for event in received if isinstance(event, Delta)) == \
-        completion.content
-    assert len(received) == 4
-    await upstream.aclose()
