@@ -6,7 +6,7 @@ completing, then replaying the answer word by word) and ``aclose``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 
 import trio
@@ -31,7 +31,7 @@ class _StreamsByCompleting:
         pass
 
 
-async def _replay(completion: Completion) -> AsyncIterator[StreamEvent]:
+async def _replay(completion: Completion) -> AsyncGenerator[StreamEvent, None]:
     for index, word in enumerate(completion.content.split(" ")):
         await trio.lowlevel.checkpoint()
         yield Delta(word if index == 0 else " " + word)

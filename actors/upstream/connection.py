@@ -178,7 +178,7 @@ class HTTPConnection:
             data = b""
             with trio.CancelScope(deadline=_deadline(read_timeout)) as scope:
                 try:
-                    data = await self.stream.receive_some(_RECEIVE_SIZE)
+                    data = bytes(await self.stream.receive_some(_RECEIVE_SIZE))  # no copy if bytes
                 except BROKEN as error:
                     if self._served and not self._received:
                         raise StaleConnection from error

@@ -95,11 +95,11 @@ class CompletionStream:
     async def __anext__(self) -> StreamEvent:
         while True:
             while self._pending:
-                data = self._pending.popleft()
-                if data == "[DONE]":
+                payload = self._pending.popleft()
+                if payload == "[DONE]":
                     await self._drain()
                     return self._completion()
-                event = self._event(data)
+                event = self._event(payload)
                 if event is not None:
                     return event
             if self._done:
@@ -119,9 +119,9 @@ class CompletionStream:
         await self._body.aclose()
         await self._response.aclose()
 
-    def _event(self, data: str) -> Delta | None:
+    def _event(self, payload: str) -> Delta | None:
         try:
-            chunk = json.loads(data)
+            chunk = json.loads(payload)
             if "error" in chunk:
                 error = chunk["error"]
                 message = error.get("message") if isinstance(error, dict) else None
