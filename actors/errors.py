@@ -149,3 +149,12 @@ class UpstreamTimeout(UpstreamError):
 
     type = "upstream_timeout"
     transient = True
+
+
+class UpstreamCertificateError(UpstreamError):
+    """The upstream's TLS certificate failed verification. Never retried: it would fail the
+    same way again. ``SSL_CERT_FILE`` names a PEM file of the CA certificates to trust
+    (instead of the system's), for an upstream signed by a private CA."""
+
+    type = "upstream_tls_error"
+    transient = False

@@ -1,13 +1,44 @@
-"""Test doubles that stand in for the upstream where no HTTP is wanted."""
+"""Test doubles that stand in for the upstream where no HTTP is wanted.
+
+Each implements the `actors.upstream.Upstream` protocol: ``complete``, ``stream`` (by
+completing, then replaying the answer word by word) and ``aclose``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+
 import trio
 
-from actors.upstream import ChatRequest, Completion
+from actors.upstream import ChatRequest, Completion, Delta, StreamEvent
 
 
-class ScriptedUpstream:
+class _StreamsByCompleting:
+    """``stream`` as the fakes do it: ``complete`` (its errors raise on entering), then one
+    `Delta` per word of the answer and the `Completion`."""
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        completion = await self.complete(request)
+        async with aclosing(_replay(completion)) as events:
+            yield events
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def _replay(completion: Completion) -> AsyncGenerator[StreamEvent, None]:
+    for index, word in enumerate(completion.content.split(" ")):
+        await trio.lowlevel.checkpoint()
+        yield Delta(word if index == 0 else " " + word)
+    yield completion
+
+
+class ScriptedUpstream(_StreamsByCompleting):
     """Answers like the simulator, or raises the errors it is given, in order."""
 
     def __init__(self, *errors: Exception) -> None:
@@ -23,7 +54,7 @@ class ScriptedUpstream:
         return Completion(f"re: {last} ({len(request.messages)})", "m", {"total_tokens": 1})
 
 
-class HangingUpstream:
+class HangingUpstream(_StreamsByCompleting):
     """Never answers: the call only ends when it is cancelled."""
 
     def __init__(self) -> None:
@@ -35,7 +66,7 @@ class HangingUpstream:
         raise AssertionError("unreachable")
 
 
-class TimedUpstream:
+class TimedUpstream(_StreamsByCompleting):
     """Records the trio time of every call and answers with the scripted errors in turn."""
 
     def __init__(self, *errors: Exception, latency: float = 0.0) -> None:

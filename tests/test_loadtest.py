@@ -12,6 +12,7 @@ import hypercorn.config
 import hypercorn.trio
 import pytest
 import trio
+from trio.testing import MockClock, wait_all_tasks_blocked
 
 from web.cli import build_parser
 from web.loadtest import LoadOptions, history_problem, run_loadtest
@@ -71,9 +72,11 @@ async def answer(send: Callable[[dict], Awaitable[None]], status: int, body: obj
     await send({"type": "http.response.body", "body": payload})
 
 
-def fake_chat_app(*, forget_last: bool = False, delay_s: float = 0.0) -> App:
+def fake_chat_app(
+    *, forget_last: bool = False, delay_s: float = 0.0, first_turns: list[float] | None = None
+) -> App:
     """A fake /api/chat that keeps every turn; with ``forget_last``, its history leaves out
-    the last answer."""
+    the last answer. ``first_turns`` gets the Trio time of each conversation's first turn."""
     histories: dict[str, list[dict[str, str]]] = {}
     session_ids = itertools.count()
 
@@ -85,6 +88,8 @@ def fake_chat_app(*, forget_last: bool = False, delay_s: float = 0.0) -> App:
             headers = [(b"server-timing", b"upstream;dur=1.0, app;dur=0.5")]
             if session is None:
                 session = str(next(session_ids))
+                if first_turns is not None:
+                    first_turns.append(trio.current_time())
                 headers.append((b"set-cookie", f"sessionId={session}; Path=/".encode()))
             await trio.sleep(delay_s)
             reply = f"echo {prompt}"
@@ -177,15 +182,30 @@ async def test_max_duration_starts_no_conversation_after_it_runs_out(
 
 
 async def test_a_ramp_spreads_the_first_turns_and_keeps_conversations_apart(
-    server: RunningServer,
+    nursery: trio.Nursery, mock_clock: MockClock
 ) -> None:
+    first_turns: list[float] = []
+    url = await serve_fake(nursery, fake_chat_app(first_turns=first_turns))
     started = trio.current_time()
+    reports = []
 
-    report = await run_loadtest(
-        options(server.url, conversations=6, turns=2, concurrency=6, ramp_s=0.3)
-    )
+    async def run() -> None:
+        reports.append(await run_loadtest(
+            options(url, conversations=6, turns=2, concurrency=6, ramp_s=0.3)
+        ))
 
-    assert trio.current_time() - started >= 0.25
+    async with trio.open_nursery() as running:
+        running.start_soon(run)
+        while not reports:  # time moves in small steps, only when everything waits
+            await wait_all_tasks_blocked()
+            mock_clock.jump(0.01)
+
+    report = reports[0]
+    # Conversation i of 6 starts no sooner than 0.3 * i / 6 s after the run starts.
+    offsets = sorted(turn - started for turn in first_turns)
+    assert len(offsets) == 6
+    assert all(offset >= 0.05 * index - 1e-9 for index, offset in enumerate(offsets))
+    assert offsets[-1] < 0.3  # and the ramp ends with the last one
     assert report.passed, report.to_dict()
     assert report.checks_passed == 6
 

@@ -1,159 +1,42 @@
-"""`TrioHTTP11Transport` against real servers on loopback ports.
+"""`TrioHTTP11Transport` against real servers on loopback ports: pooling, streaming, framing.
 
-The happy path runs the official SDK against the simulator; everything that misbehaves
-(resets, hangs, idle closes, odd framing) is a raw ``trio.serve_tcp`` handler. The SDK is
-the client wherever the point is what the SDK reports (``APIConnectionError`` etc.).
+The happy path runs the official SDK against the simulator; odd servers (slow bodies, odd
+framing) are raw ``trio.serve_tcp`` handlers (`tests.raw_http`). Failures are in
+`tests.test_transport_failures`. Timeouts run on the ``mock_clock`` fixture (a MockClock that
+only moves when the test jumps it, after `wait_all_tasks_blocked`), never on the real clock.
 """
 
 from __future__ import annotations
 
 import gzip
-import json
-import shutil
-import socket
-import ssl
-import struct
-import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from functools import partial
-from pathlib import Path
 
 import httpx2
 import openai
 import pytest
 import trio
+from trio.testing import MockClock, wait_all_tasks_blocked
 
 from actors.upstream import ChatRequest, OpenAIUpstream
 from actors.upstream.transport import TrioHTTP11Transport
 from tests.conftest import SIM_KEY, StartSimulator
-
-COMPLETION = json.dumps({
-    "id": "chatcmpl-1",
-    "object": "chat.completion",
-    "created": 1,
-    "model": "test-model",
-    "choices": [{
-        "index": 0,
-        "message": {"role": "assistant", "content": "hi there"},
-        "finish_reason": "stop",
-    }],
-    "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
-}).encode()
-
-MESSAGES = [{"role": "user", "content": "hello"}]
-
-Handler = Callable[[trio.SocketStream], Awaitable[None]]
-
-
-class Server:
-    """A raw TCP server: counts connections, and what is open at once."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.connections = 0
-        self.open = 0
-        self.max_open = 0
-        self.port = 0
-        self.closed = trio.Event()
-        """Set when a connection has closed."""
-
-    async def serve(self, stream: trio.SocketStream) -> None:
-        self.connections += 1
-        self.open += 1
-        self.max_open = max(self.max_open, self.open)
-        try:
-            await self.handler(stream)
-        except trio.BrokenResourceError:
-            pass
-        finally:
-            self.open -= 1
-            await trio.aclose_forcefully(stream)
-            self.closed.set()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-
-StartServer = Callable[[Handler], Awaitable[Server]]
+from tests.raw_http import (
+    COMPLETION,
+    MESSAGES,
+    Requests,
+    StartServer,
+    chat,
+    keep_alive,
+    response,
+    sdk,
+    start_raw_server,
+)
 
 
 @pytest.fixture
-async def start_server() -> AsyncIterator[StartServer]:
-    async with trio.open_nursery() as nursery:
-
-        async def start(handler: Handler) -> Server:
-            server = Server(handler)
-            listeners = await nursery.start(
-                partial(trio.serve_tcp, server.serve, 0, host="127.0.0.1")
-            )
-            server.port = listeners[0].socket.getsockname()[1]
-            return server
-
-        yield start
-        nursery.cancel_scope.cancel()
-
-
-class Requests:
-    """Reads requests (head and content-length body) off one server-side stream."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.buffer = b""
-
-    async def next(self) -> tuple[bytes, bytes] | None:
-        """The next request's head and body; None at EOF."""
-        while b"\r\n\r\n" not in self.buffer:
-            data = await self.stream.receive_some(65536)
-            if not data:
-                return None
-            self.buffer += data
-        head, _, rest = self.buffer.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        while len(rest) < length:
-            rest += await self.stream.receive_some(65536)
-        self.buffer = rest[length:]
-        return head, rest[:length]
-
-
-def response(
-    body: bytes = COMPLETION, *, status: bytes = b"200 OK", extra: bytes = b""
-) -> bytes:
-    return (
-        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
-        + b"content-length: %d\r\n" % len(body) + extra + b"\r\n" + body
-    )
-
-
-async def keep_alive(stream: trio.SocketStream) -> None:
-    """Answer every request on the connection with a completion, until the client closes."""
-    requests = Requests(stream)
-    while await requests.next() is not None:
-        await stream.send_all(response())
-
-
-def reset(stream: trio.SocketStream) -> None:
-    """Close so that the peer gets a TCP RST rather than a FIN."""
-    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    stream.socket.close()
-
-
-def sdk(
-    url: str, transport: httpx2.AsyncBaseTransport, timeout: float = 5.0
-) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(
-        api_key="test-key", base_url=url, max_retries=0, timeout=timeout,
-        http_client=httpx2.AsyncClient(transport=transport),
-    )
-
-
-async def chat(client: openai.AsyncOpenAI) -> str | None:
-    completion = await client.chat.completions.create(model="test-model", messages=MESSAGES)
-    return completion.choices[0].message.content
+def start_server(nursery: trio.Nursery) -> StartServer:
+    return partial(start_raw_server, nursery)
 
 
 # -- the happy path -------------------------------------------------------------------------
@@ -232,22 +115,98 @@ async def test_idle_connections_of_another_origin_make_room(start_server: StartS
 
 
 async def test_waiting_for_a_connection_honours_the_pool_timeout(
-    start_server: StartServer,
+    start_server: StartServer, mock_clock: MockClock
 ) -> None:
+    received = trio.Event()
+
     async def hang(stream: trio.SocketStream) -> None:
         await Requests(stream).next()
+        received.set()
         await trio.sleep_forever()
 
     server = await start_server(hang)
     transport = TrioHTTP11Transport(max_connections=1)
+    waited: list[BaseException] = []
     async with httpx2.AsyncClient(transport=transport) as client:
+
+        async def second_request() -> None:
+            try:
+                await client.get(server.url, timeout=httpx2.Timeout(None, pool=0.5))
+            except httpx2.PoolTimeout as error:
+                waited.append(error)
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client.get, server.url)  # holds the only connection
-            await trio.sleep(0.05)
-            with pytest.raises(httpx2.PoolTimeout):
-                await client.get(server.url, timeout=httpx2.Timeout(5, pool=0.1))
+            await received.wait()
+            nursery.start_soon(second_request)
+            await wait_all_tasks_blocked()
+            mock_clock.jump(0.49)
+            await wait_all_tasks_blocked()
+            assert not waited
+            mock_clock.jump(0.02)
+            await wait_all_tasks_blocked()
+            assert len(waited) == 1
             nursery.cancel_scope.cancel()
     assert server.connections == 1
+
+
+# -- streaming bodies -----------------------------------------------------------------------
+
+
+async def test_a_body_streams_and_holds_its_connection_until_it_ends(
+    start_server: StartServer,
+) -> None:
+    first_sent, rest_allowed = trio.Event(), trio.Event()
+
+    async def slow(stream: trio.SocketStream) -> None:
+        requests = Requests(stream)
+        while await requests.next() is not None:
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n"
+            )
+            first_sent.set()
+            await rest_allowed.wait()
+            await stream.send_all(b"4\r\nlast\r\n0\r\n\r\n")
+
+    server = await start_server(slow)
+    transport = TrioHTTP11Transport()
+    pieces: list[bytes] = []
+    async with httpx2.AsyncClient(transport=transport) as client:
+
+        async def get() -> None:
+            async with client.stream("GET", server.url) as answer:
+                async for piece in answer.aiter_raw():
+                    pieces.append(piece)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(get)
+            await first_sent.wait()
+            await wait_all_tasks_blocked()
+            assert pieces == [b"first"]  # before the server wrote the rest
+            assert (transport.active_connections, transport.idle_connections) == (1, 0)
+            rest_allowed.set()
+        assert pieces == [b"first", b"last"]
+        assert (transport.active_connections, transport.idle_connections) == (0, 1)
+    assert server.connections == 1
+
+
+async def test_a_body_closed_before_its_end_closes_its_connection(
+    start_server: StartServer,
+) -> None:
+    async def endless(stream: trio.SocketStream) -> None:
+        requests = Requests(stream)
+        await requests.next()
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst")
+        assert await requests.next() is None  # the client closed the connection
+
+    server = await start_server(endless)
+    transport = TrioHTTP11Transport()
+    async with httpx2.AsyncClient(transport=transport) as client:
+        async with client.stream("GET", server.url) as answer:
+            async with aclosing(answer.aiter_raw()) as pieces:
+                assert await pieces.__anext__() == b"first"
+        assert (transport.active_connections, transport.idle_connections) == (0, 0)
+        await server.closed.wait()
 
 
 # -- response framing -----------------------------------------------------------------------
@@ -287,18 +246,20 @@ async def test_gzip_body_is_decoded(start_server: StartServer) -> None:
 
 
 async def test_connection_close_is_not_reused(start_server: StartServer) -> None:
+    calls_done = trio.Event()
+
     async def once(stream: trio.SocketStream) -> None:
         await Requests(stream).next()
         await stream.send_all(response(extra=b"Connection: close\r\n"))
-        await trio.sleep(0.5)  # the client must not wait for the close
+        await calls_done.wait()  # open until the end: the client must not wait for the close
 
     server = await start_server(once)
     transport = TrioHTTP11Transport()
     async with sdk(server.url, transport) as client:
-        with trio.fail_after(0.4):
-            assert await chat(client) == "hi there"
-            assert transport.idle_connections == 0
-            assert await chat(client) == "hi there"
+        assert await chat(client) == "hi there"
+        assert transport.idle_connections == 0
+        assert await chat(client) == "hi there"
+        calls_done.set()
     assert server.connections == 2
 
 
@@ -346,12 +307,12 @@ async def test_malformed_responses_are_protocol_errors(
     async def malformed(stream: trio.SocketStream) -> None:
         await Requests(stream).next()
         await stream.send_all(wire)
-        await trio.sleep(1)
+        await trio.sleep_forever()  # the error is in the bytes, not in a close
 
     server = await start_server(malformed)
     transport = TrioHTTP11Transport()
     async with httpx2.AsyncClient(transport=transport) as client:
-        with trio.fail_after(1), pytest.raises(httpx2.RemoteProtocolError):
+        with pytest.raises(httpx2.RemoteProtocolError):
             await client.get(server.url)
     assert transport.idle_connections == 0
 
@@ -383,183 +344,3 @@ async def test_a_line_break_in_a_header_is_refused() -> None:
     request = httpx2.Request("GET", "http://127.0.0.1:9/", headers={"x-a": "1\r\nx-b: 2"})
     with pytest.raises(httpx2.LocalProtocolError):
         await transport.handle_async_request(request)
-
-
-# -- failures -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("how", ["fin", "rst"])
-async def test_an_idle_connection_closed_by_the_server_is_retried(
-    start_server: StartServer, how: str
-) -> None:
-    async def one_then_close(stream: trio.SocketStream) -> None:
-        await Requests(stream).next()
-        await stream.send_all(response())  # keep-alive, as far as the client knows
-        if how == "rst":
-            reset(stream)
-
-    server = await start_server(one_then_close)
-    transport = TrioHTTP11Transport()
-    async with sdk(server.url, transport) as client:
-        assert await chat(client) == "hi there"
-        assert transport.idle_connections == 1
-        await trio.sleep(0.05)  # the server's close arrives while the connection is idle
-        assert await chat(client) == "hi there"
-    assert server.connections == 2
-
-
-async def test_a_new_connection_closed_before_answering_is_not_retried(
-    start_server: StartServer,
-) -> None:
-    async def close_at_once(stream: trio.SocketStream) -> None:
-        await Requests(stream).next()
-
-    server = await start_server(close_at_once)
-    async with sdk(server.url, TrioHTTP11Transport()) as client:
-        with pytest.raises(openai.APIConnectionError) as caught:
-            await chat(client)
-    assert isinstance(caught.value.__cause__, httpx2.RemoteProtocolError)
-    assert server.connections == 1
-
-
-@pytest.mark.parametrize(("how", "error"), [
-    ("rst", httpx2.ReadError), ("fin", httpx2.RemoteProtocolError),
-])
-async def test_a_connection_cut_mid_body_is_a_connection_error(
-    start_server: StartServer, how: str, error: type[Exception]
-) -> None:
-    async def cut(stream: trio.SocketStream) -> None:
-        await Requests(stream).next()
-        await stream.send_all(response()[:-20])
-        await trio.sleep(0.05)
-        if how == "rst":
-            reset(stream)
-
-    server = await start_server(cut)
-    transport = TrioHTTP11Transport()
-    async with sdk(server.url, transport) as client:
-        with pytest.raises(openai.APIConnectionError) as caught:
-            await chat(client)
-        assert not isinstance(caught.value, openai.APITimeoutError)
-        assert isinstance(caught.value.__cause__, error)
-        assert transport.idle_connections == 0
-    assert server.connections == 1  # a response was under way: not retried
-
-
-async def test_a_server_that_never_answers_times_out(start_server: StartServer) -> None:
-    async def silent(stream: trio.SocketStream) -> None:
-        await Requests(stream).next()
-        await trio.sleep_forever()
-
-    server = await start_server(silent)
-    transport = TrioHTTP11Transport()
-    async with sdk(server.url, transport, timeout=0.3) as client:
-        started = trio.current_time()
-        with pytest.raises(openai.APITimeoutError) as caught:
-            await chat(client)
-        assert 0.29 <= trio.current_time() - started < 1.0
-        assert isinstance(caught.value.__cause__, httpx2.ReadTimeout)
-        assert transport.idle_connections == 0
-
-
-async def test_the_read_timeout_is_per_read(start_server: StartServer) -> None:
-    async def trickle(stream: trio.SocketStream) -> None:
-        requests = Requests(stream)
-        while await requests.next() is not None:
-            wire = response()
-            for offset in range(0, len(wire), len(wire) // 4 + 1):
-                await trio.sleep(0.1)
-                await stream.send_all(wire[offset:offset + len(wire) // 4 + 1])
-
-    server = await start_server(trickle)
-    transport = TrioHTTP11Transport()
-    async with httpx2.AsyncClient(transport=transport) as client:
-        # 0.4 s in all, never more than 0.1 s without bytes: within a 0.25 s read timeout.
-        answer = await client.get(server.url, timeout=httpx2.Timeout(None, read=0.25))
-        assert answer.content == COMPLETION
-        with pytest.raises(httpx2.ReadTimeout):
-            await client.get(server.url, timeout=httpx2.Timeout(None, read=0.05))
-        assert transport.idle_connections == 0
-
-
-async def test_connection_refused_is_a_connection_error() -> None:
-    with socket.socket() as probe:  # a port that was free a moment ago, with no listener
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    async with sdk(f"http://127.0.0.1:{port}/v1", TrioHTTP11Transport()) as client:
-        with pytest.raises(openai.APIConnectionError) as caught:
-            await chat(client)
-    assert isinstance(caught.value.__cause__, httpx2.ConnectError)
-
-
-async def test_cancelling_a_call_closes_its_connection(start_server: StartServer) -> None:
-    received = trio.Event()
-    closed = trio.Event()
-
-    async def slow(stream: trio.SocketStream) -> None:
-        requests = Requests(stream)
-        await requests.next()
-        await stream.send_all(response())  # the first call completes
-        await requests.next()
-        received.set()  # the second call is in flight: never answered
-        if await requests.next() is None:
-            closed.set()
-
-    server = await start_server(slow)
-    transport = TrioHTTP11Transport()
-    async with sdk(server.url, transport) as client:
-        assert await chat(client) == "hi there"
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(chat, client)
-            await received.wait()
-            assert transport.idle_connections == 0
-            nursery.cancel_scope.cancel()
-        assert transport.idle_connections == 0
-        assert transport.active_connections == 0
-        with trio.fail_after(1):
-            await closed.wait()  # the server saw the connection close
-        assert await chat(client) == "hi there"  # and the pool still works
-    assert server.connections == 2
-
-
-# -- TLS ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (made with the openssl command)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command")
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=test",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
-    return cert, key
-
-
-async def test_https_with_certificate_checks(certificate: tuple[Path, Path]) -> None:
-    cert, key = certificate
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
-    server = Server(keep_alive)
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(
-            trio.serve_ssl_over_tcp, server.serve, 0, server_context, host="127.0.0.1",
-            https_compatible=True,
-        ))
-        url = f"https://127.0.0.1:{listeners[0].transport_listener.socket.getsockname()[1]}/v1"
-
-        trusting = TrioHTTP11Transport(ssl_context=ssl.create_default_context(cafile=cert))
-        async with sdk(url, trusting) as client:
-            assert await chat(client) == "hi there"
-            assert await chat(client) == "hi there"
-        assert server.connections == 1
-
-        async with sdk(url, TrioHTTP11Transport()) as client:  # the default CAs: refused
-            with pytest.raises(openai.APIConnectionError) as caught:
-                await chat(client)
-        assert isinstance(caught.value.__cause__, httpx2.ConnectError)
-        nursery.cancel_scope.cancel()

@@ -1,4 +1,5 @@
-"""The upstream module's own rules: Retry-After parsing, labels, key redaction."""
+"""The upstream module's own rules: Retry-After parsing, labels, key redaction, SSE decoding;
+and the fakes keep to its protocol."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ import pytest
 import trio
 
 from actors.config import build_settings
-from actors.upstream import MAX_RETRY_AFTER_S, retry_after_of
+from actors.upstream import (
+    MAX_RETRY_AFTER_S,
+    ChatRequest,
+    Completion,
+    Delta,
+    Upstream,
+    retry_after_of,
+)
+from actors.upstream.streaming import SSEDecoder
+from tests.fakes import ScriptedUpstream
 from web.api.upstreams import open_upstream
 
 
@@ -77,3 +87,24 @@ async def test_the_key_never_comes_back_in_an_upstream_error_message() -> None:
         nursery.cancel_scope.cancel()
     assert key not in rejected.value.message
     assert "cannot use model x" in rejected.value.message
+
+
+def test_the_sse_decoder_joins_data_lines_and_skips_comments_and_other_fields() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b": keep-alive\r\n\r\nevent: x\r\ndata: one\r\nda") == []
+    assert decoder.feed(b"ta:two\r\n\r\ndata: [DONE]\n") == ["one\ntwo"]
+    assert decoder.feed(b"\n") == ["[DONE]"]
+
+
+async def test_the_fake_upstreams_stream_the_answer_they_would_complete() -> None:
+    upstream: Upstream = ScriptedUpstream()
+    request = ChatRequest([{"role": "user", "content": "hello"}], "m", 0.5)
+    async with upstream.stream(request) as events:
+        received = [event async for event in events]
+    completion = received[-1]
+    assert isinstance(completion, Completion)
+    assert completion.content == "re: hello (1)"
+    assert "".join(event.text for event in received if isinstance(event, Delta)) == \
+        completion.content
+    assert len(received) == 4
+    await upstream.aclose()

@@ -6,7 +6,8 @@ implement it with fakes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,12 +32,23 @@ class Completion:
 
 
 @dataclass(frozen=True, slots=True)
+class Delta:
+    """A piece of the answer's text, as the upstream streamed it."""
+
+    text: str
+
+
+StreamEvent = Delta | Completion
+"""What a stream yields: `Delta` pieces, then one final `Completion` whose ``content`` is the
+pieces joined."""
+
+
+@dataclass(frozen=True, slots=True)
 class RateLimitInfo:
     """The request budget from OpenAI's ``x-ratelimit-*-requests`` headers."""
 
     limit: int
     remaining: int
-
 
 
 class Upstream(Protocol):
@@ -45,6 +57,24 @@ class Upstream(Protocol):
     async def complete(self, request: ChatRequest) -> Completion:
         """Make one call. Raises an :class:`~actors.errors.UpstreamError` subclass on failure;
         cancelling it cancels the HTTP request in flight."""
+        ...
+
+    def stream(
+        self, request: ChatRequest
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
+        """Make one streamed call::
+
+            async with upstream.stream(request) as events:
+                async for event in events:  # Delta, Delta, ..., then one Completion
+                    ...
+
+        Entering sends the request and waits for the response head: an error status, a
+        connection failure or a timeout there raises the same
+        :class:`~actors.errors.UpstreamError` subclasses as `complete`, before any event. A
+        failure after that (the connection cut, a read timeout, an error sent mid-stream, a
+        malformed chunk) raises one from the iteration. Leaving the block, early or not, or
+        being cancelled closes the HTTP response; no task is left behind.
+        """
         ...
 
     async def aclose(self) -> None:

@@ -1,22 +1,22 @@
-"""One attempt at an OpenAI chat completion, through the official SDK.
+"""One attempt at an OpenAI chat completion, through the official SDK: `OpenAIUpstream`.
 
-The SDK's own retries are off (``max_retries=0``): the supervisor retries. Every SDK error
+The SDK's own retries are off (``max_retries=0``): the caller above retries. Every SDK error
 is translated here into a domain error from :mod:`actors.errors`, so nothing above this module
 sees an ``openai`` exception. Messages never carry the API key.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
-import math
-import time
-from collections.abc import Mapping
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 
 import httpx2
 import openai
 
 from ..errors import (
+    UpstreamCertificateError,
     UpstreamError,
     UpstreamRateLimited,
     UpstreamRefusedKey,
@@ -24,23 +24,16 @@ from ..errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from .base import ChatRequest, Completion, RateLimitInfo
+from .base import ChatRequest, Completion, StreamEvent
+from .headers import rate_limit_of, retry_after_of
+from .streaming import CompletionStream
 from .transport import TrioHTTP11Transport
 
 _JSON = {"Content-Type": "application/json"}
 
 
-def rate_limit_of(headers: Mapping[str, str]) -> RateLimitInfo | None:
-    """The request budget the upstream reported, or None when it sent no such headers."""
-    limit = headers.get("x-ratelimit-limit-requests")
-    remaining = headers.get("x-ratelimit-remaining-requests")
-    if limit is None or remaining is None or not limit.isdigit() or not remaining.isdigit():
-        return None
-    return RateLimitInfo(int(limit), int(remaining))
-
-
 class OpenAIUpstream:
-    """An ``AsyncOpenAI`` client for one base URL and key; ``complete`` makes one attempt."""
+    """An ``AsyncOpenAI`` client for one base URL and key; each call makes one attempt."""
 
     def __init__(
         self,
@@ -68,35 +61,73 @@ class OpenAIUpstream:
 
     async def complete(self, request: ChatRequest) -> Completion:
         """Make one call. Raises an :class:`UpstreamError` subclass on any failure."""
+        response = await self._post(request, stream=False)
+        return _completion_from(response)
+
+    @asynccontextmanager
+    async def stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        """Make one streamed call (``stream_options.include_usage`` on); see
+        `actors.upstream.Upstream.stream`. The response is closed when the block is left."""
+        events = CompletionStream(await self._post(request, stream=True), self._without_key)
+        try:
+            yield events
+        finally:
+            await events.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def _post(self, request: ChatRequest, *, stream: bool) -> httpx2.Response:
+        """POST /chat/completions; with ``stream`` the body is left to read as it arrives."""
+        payload: dict[str, object] = {
+            "model": request.model,
+            "messages": request.messages,
+            "temperature": request.temperature,
+        }
+        if stream:
+            payload["stream"] = True
+            payload["stream_options"] = {"include_usage": True}
         try:
             # The SDK's own request path (auth, headers, error classes) without
             # chat.completions.create's recursive TypedDict transform of every message (14%
             # of a turn's CPU in profiles), and with the body already encoded: a dict body is
             # deep-copied and encoded again by the SDK, the whole history on every turn.
-            response = await self._client.post(
+            return await self._client.post(
                 "/chat/completions",
                 cast_to=httpx2.Response,
-                content=json.dumps({
-                    "model": request.model,
-                    "messages": request.messages,
-                    "temperature": request.temperature,
-                }).encode(),
+                content=json.dumps(payload).encode(),
                 options={"security": {"bearer_auth": True}, "headers": _JSON},
+                stream=stream,
             )
         except openai.APIStatusError as error:
-            detail = _message_of(error).replace(self._key, "****") if self._key else \
-                _message_of(error)
+            detail = self._without_key(_message_of(error))
             raise translate_status(error.status_code, error.response.headers, detail) from None
         except openai.APITimeoutError:
             raise UpstreamTimeout("the upstream did not answer in time") from None
         except openai.APIConnectionError as error:
-            raise UpstreamUnavailable(
-                f"could not reach the upstream: {type(error.__cause__ or error).__name__}"
-            ) from None
-        return _completion_from(response)
+            raise connection_error(error) from None
 
-    async def aclose(self) -> None:
-        await self._client.close()
+    def _without_key(self, text: str) -> str:
+        return text.replace(self._key, "****") if self._key else text
+
+
+def connection_error(error: openai.APIConnectionError) -> UpstreamError:
+    """`UpstreamCertificateError` when the upstream's certificate failed verification (never
+    retried), else `UpstreamUnavailable` naming what failed."""
+    cause: BaseException | None = error.__cause__
+    seen = set()
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return UpstreamCertificateError(
+                f"the upstream's TLS certificate failed verification ({cause.verify_message}); "
+                "if a private CA signs it, set SSL_CERT_FILE to a PEM file of the CA "
+                "certificates to trust"
+            )
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return UpstreamUnavailable(
+        f"could not reach the upstream: {type(error.__cause__ or error).__name__}"
+    )
 
 
 def _completion_from(response: httpx2.Response) -> Completion:
@@ -135,35 +166,6 @@ def translate_status(status: int, headers: Mapping[str, str], detail: str) -> Up
     if status >= 500 or status == 408:
         return UpstreamUnavailable(f"the upstream failed with HTTP {status}")
     return UpstreamRejected(f"the upstream rejected the request: {_redact(detail)}", status)
-
-
-# A Retry-After longer than this is taken as this: one bad header must not close the shared
-# gate for hours (``inf`` would close it for good).
-MAX_RETRY_AFTER_S = 300.0
-
-
-def retry_after_of(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date).
-
-    None when absent or unreadable; never negative, never over ``MAX_RETRY_AFTER_S``.
-    """
-    seconds: float | None = None
-    milliseconds = headers.get("retry-after-ms")
-    value = headers.get("retry-after")
-    try:
-        if milliseconds:
-            seconds = float(milliseconds) / 1000
-        elif value:
-            seconds = float(value)
-    except ValueError:
-        seconds = None
-    if seconds is None and value:
-        parsed = email.utils.parsedate_tz(value)
-        if parsed is not None:
-            seconds = email.utils.mktime_tz(parsed) - time.time()
-    if seconds is None or not math.isfinite(seconds):
-        return None
-    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
 
 
 def _redact(text: str) -> str:

@@ -1,62 +1,53 @@
-"""A lean HTTP/1.1 transport for the upstream client: `TrioHTTP11Transport`.
+"""A Trio HTTP/1.1 connection pool for the upstream client: `TrioHTTP11Transport`.
 
-Why: an OpenAI call through httpx2's default transport (the httpcore2 pool, over AnyIO, over
-Trio) spent about twice as much CPU in the transport as in the whole SDK above it, and the
-server has to do hundreds of turns a second on one core. This transport talks HTTP/1.1 on
-Trio streams directly, keeps connections alive in a small pool and parses responses with a
-short hand-written parser (h11 costs ~100 us per request and response, this ~14 us). It
-plugs into ``httpx2.AsyncClient(transport=...)``, so the SDK, its headers, auth, error
-classes and content decoding (gzip etc.) are unchanged.
+Why a pool of our own: an SDK call through httpx2's default transport (the httpcore2 pool,
+over AnyIO, over Trio) costs ~1,390 us of CPU; through this one ~1,020 us (``python -m
+bench.transport_cpu``: sequential ``OpenAIUpstream.complete`` calls against the simulator in
+another process, this process's CPU per call, best of interleaved rounds; the hand-written
+parser this replaced: ~880 us, h11 costs the difference). The server makes hundreds of calls
+a second on one core. It plugs into ``httpx2.AsyncClient(transport=...)``,
+so the SDK, its headers, auth, error classes and content decoding (gzip etc.) are unchanged.
+HTTP on the wire is h11's, through `actors.upstream.connection`.
 
 What it does:
 
-* HTTP/1.1 over TCP (``trio.open_tcp_stream``) or TLS (``trio.SSLStream`` over it, checking
-  the certificate and host name; the default context is httpx2's, so the same CA store as
-  before).
-* Keep-alive: a pool of idle connections per origin (scheme, host, port), newest first.
-  Connections idle for ``keepalive_expiry`` seconds are closed rather than reused (the
-  default stays under the 5 s that many servers allow). A reused connection that the server
-  has closed meanwhile (the send fails, or EOF or a reset arrives before any byte of the
-  response) is retried once, on a fresh connection.
+* HTTP/1.1 over TCP, or TLS (checking the certificate and host name; the default context is
+  httpx2's, so the same CA store, and ``SSL_CERT_FILE`` adds CAs).
+* Response bodies stream: ``handle_async_request`` returns once the head has arrived, and the
+  response's stream owns the connection until the body has ended or ``aclose()`` is called,
+  as httpcore's ``HTTP11ConnectionByteStream`` does. The connection goes back to the pool only
+  after a complete, well-framed body without ``connection: close``; a body closed early, an
+  error, a timeout or a cancellation (which propagates) closes it.
+* Keep-alive: idle connections per origin (scheme, host, port), newest first. Connections
+  idle for ``keepalive_expiry`` seconds are closed rather than reused (the default stays under
+  the 5 s that many servers allow). A reused connection that the server has closed meanwhile
+  (the send fails, or EOF or a reset arrives before any byte of the response) is retried
+  once, on a fresh connection.
 * At most ``max_connections`` open connections in total: a request holds a token of a
-  ``trio.CapacityLimiter`` while it uses a connection, and idle connections of other origins
-  are closed to make room. Waiting for a token honours the ``pool`` timeout.
+  ``trio.CapacityLimiter`` from before it connects until its body ends or is closed, and idle
+  connections of other origins are closed to make room. Waiting for a token honours the
+  ``pool`` timeout (``httpx2.PoolTimeout``).
 * Timeouts from the request's ``timeout`` extension, as httpx2 fills it in: ``connect``,
-  ``write``, ``read`` (the longest wait for the next bytes, as in httpx) and ``pool``; raised as
-  ``httpx2.ConnectTimeout``, ``WriteTimeout``, ``ReadTimeout``, ``PoolTimeout``. Failing to
-  connect raises ``httpx2.ConnectError``; a broken connection while sending or reading
-  raises ``WriteError`` / ``ReadError``; a response cut short or malformed raises
-  ``RemoteProtocolError``. The SDK turns all of these into ``openai.APITimeoutError`` /
-  ``openai.APIConnectionError``.
-* A connection goes back to the pool only after a complete, well-framed response without
-  ``connection: close``. After an error, a timeout or a cancellation it is closed (and the
-  ``trio.Cancelled`` propagates).
+  ``write``, ``read`` (the longest wait for the next bytes, as in httpx) and ``pool``. Errors
+  are httpx2's (see `actors.upstream.connection`); the SDK turns them into
+  ``openai.APITimeoutError`` / ``openai.APIConnectionError``.
 
 What it does not do: HTTP/2; proxies (with ``HTTPS_PROXY`` etc. set, httpx2 mounts its own
-proxy transport for those URLs, so they bypass this one); streaming responses (the whole body
-is read before ``handle_async_request`` returns, so an SSE stream arrives all at once at the
-end); ``Expect: 100-continue`` or protocol upgrades; bodies larger than memory.
+proxy transport for those URLs, so they bypass this one); ``Expect: 100-continue`` or
+protocol upgrades; request bodies larger than memory (they are read whole before sending).
 """
 
 from __future__ import annotations
 
-import datetime
 import math
 import ssl
-import time
 from collections import deque
 
+import h11
 import httpx2
 import trio
 
-from .http11 import (
-    BROKEN,
-    ParsedResponse,
-    ResponseReader,
-    StaleConnection,
-    describe_error,
-    encode_request,
-)
+from .connection import HTTPConnection, StaleConnection, open_connection
 
 __all__ = ["TrioHTTP11Transport"]
 
@@ -65,35 +56,13 @@ Origin = tuple[bytes, bytes, int]
 
 Timeouts = dict[str, float | None]
 
-def _deadline(seconds: float | None) -> float:
-    return math.inf if seconds is None else trio.current_time() + seconds
-
-
-class _Connection:
-    """One open connection, used by one request at a time.
-
-    ``stream`` is a ``trio.SocketStream``, or a ``trio.SSLStream`` over one; ``socket`` is the
-    Trio socket underneath, closed directly so that closing never blocks, works while
-    cancelled, and skips the TLS close_notify.
-    """
-
-    __slots__ = ("stream", "socket", "expires")
-
-    def __init__(self, stream: trio.abc.Stream, sock: trio.socket.SocketType) -> None:
-        self.stream = stream
-        self.socket = sock
-        self.expires = 0.0
-        """When it has been idle too long to be reused (Trio clock); set as it goes idle."""
-
-    def close(self) -> None:
-        self.socket.close()
-
 
 class TrioHTTP11Transport(httpx2.AsyncBaseTransport):
     """HTTP/1.1 keep-alive connections on Trio sockets, for ``httpx2.AsyncClient``.
 
     See the module docstring for what it does and does not do. ``ssl_context`` defaults to
-    ``httpx2.create_ssl_context()``, made at the first https request.
+    ``httpx2.create_ssl_context()``, made at the first https request. ``aclose`` closes the
+    idle connections; a response still streaming closes its connection when it ends.
     """
 
     def __init__(
@@ -109,7 +78,7 @@ class TrioHTTP11Transport(httpx2.AsyncBaseTransport):
         self._keepalive_expiry = keepalive_expiry
         self._ssl_context = ssl_context
         self._limiter = trio.CapacityLimiter(max_connections)
-        self._idle: dict[Origin, deque[_Connection]] = {}
+        self._idle: dict[Origin, deque[HTTPConnection]] = {}
         self._idle_count = 0
         self._closed = False
 
@@ -120,56 +89,57 @@ class TrioHTTP11Transport(httpx2.AsyncBaseTransport):
 
     @property
     def active_connections(self) -> int:
-        """How many requests are using (or opening) a connection right now."""
+        """How many requests hold a connection (or are opening one) right now."""
         return self._limiter.borrowed_tokens
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        started = time.perf_counter()
         url = request.url
         scheme = url.raw_scheme
-        if scheme == b"https":
-            port = url.port or 443
-        elif scheme == b"http":
-            port = url.port or 80
-        else:
+        if scheme not in (b"http", b"https"):
             raise httpx2.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
+        origin = (scheme, url.raw_host, url.port or (443 if scheme == b"https" else 80))
+        try:
+            head = h11.Request(
+                method=request.method.encode("ascii"), target=url.raw_path,
+                headers=request.headers.raw,
+            )
+        except h11.LocalProtocolError as error:  # e.g. a line break inside a header
+            raise httpx2.LocalProtocolError(str(error)) from error
         try:
             body = request.content
         except httpx2.RequestNotRead:
             body = await request.aread()
-        message = encode_request(request, body)
         timeouts: Timeouts = request.extensions.get("timeout") or {}
 
+        borrower = object()  # the pool slot's owner, until the body ends or is closed
         limiter = self._limiter
         try:
-            limiter.acquire_nowait()
+            limiter.acquire_on_behalf_of_nowait(borrower)
         except trio.WouldBlock:
-            with trio.CancelScope(deadline=_deadline(timeouts.get("pool"))) as scope:
-                await limiter.acquire()
+            pool_timeout = timeouts.get("pool")
+            with trio.move_on_after(math.inf if pool_timeout is None else pool_timeout) as scope:
+                await limiter.acquire_on_behalf_of(borrower)
             if scope.cancelled_caught:
                 raise httpx2.PoolTimeout("timed out waiting for a free connection") from None
         try:
-            response = await self._send(
-                (scheme, url.raw_host, port), message, request.method == "HEAD", timeouts
-            )
-        finally:
-            limiter.release()
-        result = httpx2.Response(
-            response.status,
-            headers=response.headers,
-            stream=httpx2.ByteStream(response.body),
+            connection, response = await self._send(origin, head, body, timeouts)
+        except BaseException:
+            limiter.release_on_behalf_of(borrower)
+            raise
+        stream = _ResponseBody(self, borrower, origin, connection, timeouts.get("read"))
+        return httpx2.Response(
+            response.status_code,
+            headers=response.headers.raw_items(),
+            stream=stream,
             request=request,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": response.reason},
+            extensions={
+                "http_version": b"HTTP/" + response.http_version,
+                "reason_phrase": response.reason,
+            },
         )
-        # Decode (gzip etc.) now, with the sync reader: the client's aread() then has nothing
-        # left to do, and that saves ~10 us of async-generator machinery per call. The
-        # response is closed by then, so its elapsed time is set here rather than by the client.
-        result.read()
-        result.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
-        return result
 
     async def aclose(self) -> None:
-        """Close the idle connections; those in use close when their request ends."""
+        """Close the idle connections; those in use close when their response ends."""
         self._closed = True
         idle, self._idle, self._idle_count = self._idle, {}, 0
         for connections in idle.values():
@@ -179,19 +149,29 @@ class TrioHTTP11Transport(httpx2.AsyncBaseTransport):
     # -- the pool ----------------------------------------------------------------------------
 
     async def _send(
-        self, origin: Origin, message: bytes, head: bool, timeouts: Timeouts
-    ) -> ParsedResponse:
-        """One exchange on an idle or a new connection; the caller holds a limiter token."""
+        self, origin: Origin, head: h11.Request, body: bytes, timeouts: Timeouts
+    ) -> tuple[HTTPConnection, h11.Response]:
+        """Send on an idle or a new connection, up to the response head."""
         connection = self._take_idle(origin)
         if connection is not None:
             try:
-                return await self._exchange(connection, origin, message, head, timeouts, True)
+                return connection, await _exchange(connection, head, body, timeouts)
             except StaleConnection:
-                pass  # it is closed; the request was not answered, so send it again
+                pass  # closed; the request was not answered, so send it again
         connection = await self._connect(origin, timeouts)
-        return await self._exchange(connection, origin, message, head, timeouts, False)
+        return connection, await _exchange(connection, head, body, timeouts)
 
-    def _take_idle(self, origin: Origin) -> _Connection | None:
+    def _release(
+        self, borrower: object, origin: Origin, connection: HTTPConnection, reusable: bool
+    ) -> None:
+        """A response is done with its connection: pool it or close it, free the slot."""
+        if reusable:
+            self._put_idle(origin, connection)
+        else:
+            connection.close()
+        self._limiter.release_on_behalf_of(borrower)
+
+    def _take_idle(self, origin: Origin) -> HTTPConnection | None:
         connections = self._idle.get(origin)
         if not connections:
             return None
@@ -207,7 +187,7 @@ class TrioHTTP11Transport(httpx2.AsyncBaseTransport):
         connections.clear()
         return None
 
-    def _put_idle(self, origin: Origin, connection: _Connection) -> None:
+    def _put_idle(self, origin: Origin, connection: HTTPConnection) -> None:
         if self._closed:
             connection.close()
             return
@@ -234,37 +214,11 @@ class TrioHTTP11Transport(httpx2.AsyncBaseTransport):
                 self._idle_count -= 1
                 excess -= 1
 
-    # -- one connection ----------------------------------------------------------------------
-
-    async def _connect(self, origin: Origin, timeouts: Timeouts) -> _Connection:
+    async def _connect(self, origin: Origin, timeouts: Timeouts) -> HTTPConnection:
         self._make_room()
         scheme, host, port = origin
-        connection: _Connection | None = None
-        with trio.CancelScope(deadline=_deadline(timeouts.get("connect"))) as scope:
-            try:
-                tcp = await trio.open_tcp_stream(host, port)
-            except OSError as error:
-                raise httpx2.ConnectError(describe_error(error)) from error
-            if scheme == b"http":
-                connection = _Connection(tcp, tcp.socket)
-            else:
-                try:
-                    tls = trio.SSLStream(
-                        tcp, self._ssl(), server_hostname=host.decode("ascii"),
-                        https_compatible=True,
-                    )
-                    await tls.do_handshake()
-                except BROKEN as error:  # ssl.SSLError is an OSError
-                    tcp.socket.close()
-                    raise httpx2.ConnectError(describe_error(error)) from error
-                except BaseException:
-                    tcp.socket.close()
-                    raise
-                connection = _Connection(tls, tcp.socket)
-        if connection is None:
-            assert scope.cancelled_caught
-            raise httpx2.ConnectTimeout("timed out connecting to the server")
-        return connection
+        context = self._ssl() if scheme == b"https" else None
+        return await open_connection(host.decode("ascii"), port, context, timeouts.get("connect"))
 
     def _ssl(self) -> ssl.SSLContext:
         if self._ssl_context is None:
@@ -273,32 +227,59 @@ class TrioHTTP11Transport(httpx2.AsyncBaseTransport):
             self._ssl_context = context
         return self._ssl_context
 
-    async def _exchange(
-        self, connection: _Connection, origin: Origin, message: bytes, head: bool,
-        timeouts: Timeouts, reused: bool,
-    ) -> ParsedResponse:
-        """Send ``message``, read the whole response, then pool or close the connection."""
-        response = None
-        writing = True
+
+async def _exchange(
+    connection: HTTPConnection, head: h11.Request, body: bytes, timeouts: Timeouts
+) -> h11.Response:
+    """Send the request and read the response head; on any failure the connection is closed."""
+    try:
+        await connection.send_request(head, body, timeouts.get("write"))
+        return await connection.receive_response(timeouts.get("read"))
+    except BaseException:
+        connection.close()
+        raise
+
+
+class _ResponseBody(httpx2.AsyncByteStream):
+    """A response body as it arrives; it owns its connection and pool slot until it ends.
+
+    Iterating yields the body's bytes. At the end of a complete body the connection goes back
+    to the pool (or is closed if the server asked) and the slot is freed; an error, a timeout
+    or a cancellation while reading, or ``aclose()`` before the end, closes the connection
+    instead. Iterating again after the end (the SDK drains streams) yields nothing.
+    """
+
+    def __init__(
+        self, pool: TrioHTTP11Transport, borrower: object, origin: Origin,
+        connection: HTTPConnection, read_timeout: float | None,
+    ) -> None:
+        self._pool = pool
+        self._borrower = borrower
+        self._origin = origin
+        self._connection: HTTPConnection | None = connection
+        self._read_timeout = read_timeout
+
+    def __aiter__(self) -> _ResponseBody:  # an iterator, not a generator: nothing to finalize
+        return self
+
+    async def __anext__(self) -> bytes:
+        connection = self._connection
+        if connection is None:
+            raise StopAsyncIteration
         try:
-            with trio.CancelScope(deadline=_deadline(timeouts.get("write"))) as scope:
-                try:
-                    await connection.stream.send_all(message)
-                except BROKEN as error:
-                    if reused:
-                        raise StaleConnection from error
-                    raise httpx2.WriteError(describe_error(error)) from error
-                writing = False
-                reader = ResponseReader(connection, scope, timeouts.get("read"), reused)
-                response = await reader.response(head)
-            if response is None:
-                assert scope.cancelled_caught
-                if writing:
-                    raise httpx2.WriteTimeout("timed out sending the request")
-                raise httpx2.ReadTimeout("timed out waiting for the response")
-            return response
-        finally:
-            if response is not None and response.reusable:
-                self._put_idle(origin, connection)
-            else:
-                connection.close()
+            data = await connection.receive_data(self._read_timeout)
+        except BaseException:
+            self._release(reusable=False)
+            raise
+        if data:
+            return data
+        self._release(reusable=connection.finish())
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        self._release(reusable=False)
+
+    def _release(self, reusable: bool) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._pool._release(self._borrower, self._origin, connection, reusable)

@@ -2,9 +2,12 @@
 
 `Transport` is what a worker sends through; `Reply` is what comes back, and `TransportFailure`
 is raised when no complete answer came. `RawConnection` is a minimal keep-alive HTTP/1.1 client
-on Trio streams, the default (``--client raw``): the load tester shares a CPU core with the
-simulator in benchmarks, and on the bench machine httpx drove ~380 req/s over one pool of 64
-connections (~1,100 req/s with a client per connection) where this client drives ~9,000.
+on Trio streams with h11 (the upstream client's `actors.upstream.connection`), the default
+(``--client raw``): the load tester shares a CPU core with the simulator in benchmarks, and on
+the bench machine httpx drove ~380 req/s over one pool of 64 connections (~1,100 req/s with a
+client per connection). This client costs ~210 us of CPU per request against
+``bench/trivial.py`` (h11's share is ~140 us: the hand-written parser it replaced cost 68 us
+in all), so ~2,000-4,000 req/s (``bench.run --only client``), well over the 1,000 needed.
 `HttpxTransport` is a worker's view of one shared ``httpx.AsyncClient`` (``--client httpx``),
 kept as a cross-check.
 """
@@ -17,11 +20,11 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
+import h11
 import httpx
-import trio
+import httpx2
 
-_READ_SIZE = 65536
-_MAX_HEAD_BYTES = 64 * 1024
+from actors.upstream.connection import HTTPConnection, StaleConnection, open_connection
 
 
 class TransportFailure(Exception):
@@ -52,20 +55,15 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
-class _Closed(Exception):
-    """The peer closed the connection; ``early`` if before any byte of the answer."""
-
-    def __init__(self, early: bool) -> None:
-        super().__init__("connection closed by the server")
-        self.early = early
-
-
 class RawConnection:
-    """One keep-alive HTTP/1.1 connection on a Trio stream (TLS for https URLs).
+    """One keep-alive HTTP/1.1 connection (TLS for https URLs), parsed by h11 through
+    `actors.upstream.connection.HTTPConnection`.
 
     Connects on first use and again after the server closes. A request on a reused connection
     that the server had already closed (nothing of the answer arrived) is sent once more on a
-    new one, as browsers do. On any failure or cancel the connection is closed.
+    new one, as browsers do. On any failure or cancel the connection is closed; a failure is
+    raised as `TransportFailure` named after httpx2's error (``ConnectError``, ``ReadError``,
+    ``RemoteProtocolError``...).
     """
 
     def __init__(self, url: str) -> None:
@@ -74,143 +72,63 @@ class RawConnection:
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or (443 if self._tls else 80)
         self._prefix = parts.path.rstrip("/")
-        self._host_line = f"Host: {parts.netloc}\r\n"
-        self._stream: trio.abc.Stream | None = None
-        self._buffer = bytearray()
+        self._host_header = (b"Host", parts.netloc.encode("ascii"))
+        self._connection: HTTPConnection | None = None
 
     async def request(self, method: str, path: str, headers: str, body: bytes | None) -> Reply:
-        head = f"{method} {self._prefix}{path} HTTP/1.1\r\n{self._host_line}{headers}"
+        fields = [self._host_header]
+        fields += [_header(line) for line in headers.split("\r\n") if line]
         if body is not None:
-            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        data = (head + "\r\n").encode("latin-1") + (body or b"")
-        reused = self._stream is not None
+            fields += [(b"Content-Type", b"application/json"),
+                       (b"Content-Length", b"%d" % len(body))]
         try:
+            head = h11.Request(
+                method=method, target=(self._prefix + path).encode("ascii"), headers=fields
+            )
             try:
-                return await self._exchange(method, data)
-            except _Closed as closed:
-                if not (closed.early and reused):
-                    raise
-            self._drop()
-            return await self._exchange(method, data)
+                return await self._exchange(head, body or b"")
+            except StaleConnection:
+                self._drop()
+                return await self._exchange(head, body or b"")
         except BaseException as error:
             self._drop()
-            if isinstance(error, _Closed):
-                raise TransportFailure("ConnectionClosed", str(error)) from None
-            if isinstance(error, trio.BrokenResourceError | ConnectionError):
-                raise TransportFailure("ConnectionBroken", str(error.__cause__ or error)) from None
+            if isinstance(error, httpx2.HTTPError | h11.ProtocolError | StaleConnection):
+                raise TransportFailure(type(error).__name__, str(error)) from None
             raise
 
-    async def _exchange(self, method: str, data: bytes) -> Reply:
-        if self._stream is None:
-            self._stream = await self._connect()
-            self._buffer.clear()
-        try:
-            await self._stream.send_all(data)
-        except (trio.BrokenResourceError, ConnectionError):
-            raise _Closed(early=True) from None
-        return await self._read_reply(method)
-
-    async def _connect(self) -> trio.abc.Stream:
-        try:
-            stream: trio.abc.Stream = await trio.open_tcp_stream(self._host, self._port)
-            if self._tls:
-                stream = trio.SSLStream(
-                    stream, ssl.create_default_context(), server_hostname=self._host
-                )
-                await stream.do_handshake()
-        except (OSError, trio.BrokenResourceError) as error:
-            raise TransportFailure("ConnectError", str(error)) from None
-        return stream
-
-    def _drop(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            if isinstance(stream, trio.SocketStream):
-                stream.socket.close()  # synchronous: safe inside a cancelled scope
-            else:
-                trio.lowlevel.spawn_system_task(trio.aclose_forcefully, stream)
-
-    async def _fill(self, early: bool = False) -> None:
-        assert self._stream is not None
-        try:
-            data = await self._stream.receive_some(_READ_SIZE)
-        except (trio.BrokenResourceError, ConnectionError):
-            raise _Closed(early) from None
-        if not data:
-            raise _Closed(early)
-        self._buffer += data
-
-    async def _read_reply(self, method: str) -> Reply:
-        buffer = self._buffer
-        while (end := buffer.find(b"\r\n\r\n")) < 0:
-            if len(buffer) > _MAX_HEAD_BYTES:
-                raise TransportFailure("ProtocolError", "response head too large")
-            await self._fill(early=not buffer)
-        lines = buffer[:end].decode("latin-1").split("\r\n")
-        del buffer[: end + 4]
-        version, _, rest = lines[0].partition(" ")
-        try:
-            status = int(rest[:3])
-        except ValueError:
-            raise TransportFailure("ProtocolError", f"bad status line {lines[0][:80]!r}") from None
+    async def _exchange(self, head: h11.Request, body: bytes) -> Reply:
+        if self._connection is None:
+            context = ssl.create_default_context() if self._tls else None
+            self._connection = await open_connection(self._host, self._port, context, None)
+        connection = self._connection
+        await connection.send_request(head, body, None)
+        response = await connection.receive_response(None)
+        parts = []
+        while data := await connection.receive_data(None):
+            parts.append(data)
+        if not connection.finish():
+            self._drop()
         headers: dict[str, str] = {}
         cookies: list[str] = []
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            name = name.strip().lower()
-            if name == "set-cookie":
-                cookies.append(value.strip())
+        for name, value in response.headers:
+            if name == b"set-cookie":
+                cookies.append(value.decode("latin-1"))
             else:
-                headers[name] = value.strip()
-        keep_alive = headers.get("connection", "").lower() != "close" and version == "HTTP/1.1"
-        if method == "HEAD" or status in (204, 304) or status < 200:
-            body = b""
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            body = await self._read_chunked()
-        elif "content-length" in headers:
-            body = await self._read_exactly(int(headers["content-length"]))
-        else:
-            body = await self._read_to_close()
-            keep_alive = False
-        if not keep_alive:
-            self._drop()
-        return Reply(status, headers, cookies, body)
+                headers[name.decode("latin-1")] = value.decode("latin-1")
+        return Reply(response.status_code, headers, cookies, b"".join(parts))
 
-    async def _read_exactly(self, size: int) -> bytes:
-        while len(self._buffer) < size:
-            await self._fill()
-        body = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return body
-
-    async def _read_line(self) -> bytes:
-        while (end := self._buffer.find(b"\r\n")) < 0:
-            await self._fill()
-        line = bytes(self._buffer[:end])
-        del self._buffer[: end + 2]
-        return line
-
-    async def _read_chunked(self) -> bytes:
-        chunks = []
-        while size := int((await self._read_line()).split(b";")[0], 16):
-            chunks.append(await self._read_exactly(size))
-            await self._read_exactly(2)
-        while await self._read_line():
-            pass  # trailers
-        return b"".join(chunks)
-
-    async def _read_to_close(self) -> bytes:
-        try:
-            while True:
-                await self._fill()
-        except _Closed:
-            pass
-        body = bytes(self._buffer)
-        self._buffer.clear()
-        return body
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
 
     async def aclose(self) -> None:
         self._drop()
+
+
+def _header(line: str) -> tuple[bytes, bytes]:
+    name, _, value = line.partition(":")
+    return name.encode("latin-1"), value.strip().encode("latin-1")
 
 
 class _RejectCookies(http.cookiejar.DefaultCookiePolicy):
