@@ -48,7 +48,7 @@ async def test_a_hundred_jobs_complete_through_thirty_percent_transient_failures
     injected = stats["rate_limited_injected"] + stats["server_error"] + stats["drop"]
     assert injected >= 20  # the faults really happened
     assert stats["completed"] == 100
-    assert server.service.supervisor.retries == injected
+    assert server.service.stats().upstream.retries == injected
 
 
 async def test_constant_429s_fail_after_the_configured_attempts_with_retry_after(

@@ -1,9 +1,11 @@
-"""Every upstream call goes through here: retries, the shared rate gate, the concurrency cap.
+"""The retrying upstream caller: every upstream call goes through here.
 
-tenacity's ``AsyncRetrying`` with ``trio.sleep`` retries 429, 5xx, timeouts and connection
-errors with exponential backoff and jitter, and never 400/401/403/404. The overall budget is
-a ``trio.move_on_after(max_retry_s)`` rather than tenacity's ``stop_after_delay``, which reads
-the wall clock and so would not follow Trio's (mock) clock.
+tenacity's ``AsyncRetrying`` with ``trio.sleep``, used as its documentation shows, retries
+429, 5xx, timeouts and connection errors with exponential backoff and jitter, and never
+400/401/403/404. The overall budget is a ``trio.move_on_after(max_retry_s)`` rather than
+tenacity's ``stop_after_delay``, which reads the wall clock and so would not follow Trio's
+(mock) clock. Every attempt passes the shared :class:`~actors.rate_gate.RateGate` and a
+``trio.CapacityLimiter`` of ``upstream.max_concurrency``.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from .errors import (
     UpstreamTimeout,
 )
 from .rate_gate import RateGate
+from .stats import UpstreamStats
 from .upstream import ChatRequest, Completion, Upstream
 
-log = logging.getLogger("actorchat.supervisor")
+log = logging.getLogger("actorchat.upstream")
 
 # After a 429 that closed the gate, the gate does the waiting; a little jitter spreads the
 # callers it releases at once.
@@ -53,11 +56,13 @@ def _is_transient(error: BaseException) -> bool:
     return isinstance(error, UpstreamError) and error.transient
 
 
-class UpstreamSupervisor:
+class UpstreamCaller:
     """Calls the upstream with retries, the rate gate and at most ``max_concurrency`` in flight.
 
     ``upstream`` is None when no upstream is configured: every call then raises
-    :class:`UpstreamNotConfigured`. Cancelling a call cancels the HTTP request in flight.
+    :class:`UpstreamNotConfigured`. The gate's pacer must run (``await nursery.start(
+    caller.run)``) for calls that have to wait at the gate. Cancelling a call cancels the
+    HTTP request in flight.
     """
 
     def __init__(self, upstream: Upstream | None, config: UpstreamConfig) -> None:
@@ -72,6 +77,22 @@ class UpstreamSupervisor:
             multiplier=config.backoff_initial_s,
             max=config.backoff_max_s,
             jitter=config.backoff_initial_s,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        """Run the rate gate's pacer until cancelled."""
+        await self.gate.run(task_status=task_status)
+
+    def stats(self, label: str) -> UpstreamStats:
+        """A snapshot for ``/debug`` and ``/metrics``; never awaits."""
+        return UpstreamStats(
+            label=label,
+            configured=self.upstream is not None,
+            in_flight=self.in_flight,
+            calls=dict(sorted(self.calls.items())),
+            retries=self.retries,
+            gate=self.gate.stats(),
         )
 
     async def complete(
@@ -93,30 +114,19 @@ class UpstreamSupervisor:
             )
         timings = timings if timings is not None else CallTimings()
         report = on_activity or (lambda activity: None)
+        retrying = AsyncRetrying(
+            sleep=trio.sleep,
+            stop=stop_after_attempt(self.config.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(_is_transient),
+            before_sleep=lambda state: self._before_retry(state, key, report),
+            reraise=True,
+        )
         with trio.move_on_after(self.config.max_retry_s):
-            # Most calls succeed at once, and setting tenacity up costs ~40 us, 2% of a turn:
-            # so the first attempt runs bare, and only a transient failure brings in tenacity,
-            # which is handed that failure as its own attempt 1 (same waits, logs and counts).
-            try:
-                return await self._attempt(request, timings, report, key)
-            except UpstreamError as error:
-                if not error.transient or self.config.max_attempts == 1:
-                    raise
-                first_failure: UpstreamError | None = error
-            retrying = AsyncRetrying(
-                sleep=trio.sleep,
-                stop=stop_after_attempt(self.config.max_attempts),
-                wait=self._wait,
-                retry=retry_if_exception(_is_transient),
-                before_sleep=lambda state: self._before_retry(state, key, report),
-                reraise=True,
-            )
             async for attempt in retrying:
                 with attempt:
-                    if first_failure is not None:
-                        replayed, first_failure = first_failure, None
-                        raise replayed
-                    return await self._attempt(request, timings, report, key)
+                    completion = await self._attempt(request, timings, report, key)
+            return completion
         last_error = timings.last_error
         if isinstance(last_error, UpstreamRateLimited):
             raise UpstreamRateLimited(
