@@ -69,6 +69,20 @@ async def test_backoff_doubles_with_jitter_between_attempts(autojump_clock) -> N
     assert calls.calls == {"upstream_unavailable": 3, "ok": 1}
 
 
+async def test_a_call_that_succeeds_at_once_never_enters_tenacity(
+    autojump_clock, monkeypatch
+) -> None:
+    # The first attempt runs bare (a measured saving, see UpstreamCaller._retry); tenacity
+    # comes in only for a retry, with the failure as its attempt 1 (the test above).
+    def no_tenacity(*args, **kwargs):
+        raise AssertionError("tenacity was set up for a call that needed no retry")
+
+    monkeypatch.setattr("actors.upstream_caller.AsyncRetrying", no_tenacity)
+    async with running(TimedUpstream()) as calls:
+        assert (await calls.complete(REQUEST)).content == "ok"
+    assert (calls.calls, calls.retries) == ({"ok": 1}, 0)
+
+
 async def test_backoff_never_exceeds_its_maximum(autojump_clock) -> None:
     upstream = TimedUpstream(*(unavailable() for _ in range(6)))
     async with running(upstream, max_attempts=7, backoff_max_s=1.5) as calls:
