@@ -72,7 +72,8 @@ class Actor(ABC):
         self.last_active_order = next(_activity_order)  # larger: active more recently
         self.activity = "starting"
         self.last_error: str | None = None
-        self.busy = False
+        self.busy = True  # loading or handling a message: its mailbox may fill meanwhile
+        self.stopping = False  # told to stop, or stopped; set by stop() or by the actor
         self.current_sent_at = 0.0  # trio time the message being handled was sent
         self.quiet_since = trio.current_time()  # trio time it last finished a message
 
@@ -104,12 +105,15 @@ class Actor(ABC):
         """
         return self._receive.statistics().tasks_waiting_receive > 0
 
+    def stop(self) -> None:
+        """Close the mailbox: the actor stops once it has handled what is already queued."""
+        self.stopping = True
+        self.ref.close()
+
     @property
     def state(self) -> str:
         """"idle", "busy" or "stopping", as in :class:`ActorStats`; never awaits."""
-        if self._receive.statistics().open_send_channels == 0:
-            return "stopping"
-        return "busy" if self.busy else "idle"
+        return "stopping" if self.stopping else ("busy" if self.busy else "idle")
 
     def mailbox_depth(self) -> int:
         """Messages waiting, not counting the one being handled; never awaits."""
@@ -118,11 +122,10 @@ class Actor(ABC):
     def stats(self) -> ActorStats:
         """A snapshot for ``/debug``; never awaits."""
         mailbox = self._receive.statistics()
-        stopping = mailbox.open_send_channels == 0
         return ActorStats(
             kind=self.kind,
             key=self.key,
-            state="stopping" if stopping else ("busy" if self.busy else "idle"),
+            state=self.state,
             mailbox_depth=mailbox.current_buffer_used,
             mailbox_capacity=int(mailbox.max_buffer_size),
             senders_waiting=mailbox.tasks_waiting_send,
@@ -148,16 +151,20 @@ class Actor(ABC):
         with self._receive:
             try:
                 await self.load()
+                self.busy = False
                 self.activity = "idle"
                 await self._serve()
             except trio.Cancelled:
+                self.stopping = True
                 self._refuse_queued(ShuttingDown("the server shut down", retry_after=5))
                 raise
             except Exception as error:
+                self.stopping = True
                 self._refuse_queued(error if isinstance(error, ActorChatError) else ActorCrashed(
                     f"the {self.kind} actor failed and could not load its state again"
                 ))
                 raise
+            self.stopping = True
             self._refuse_queued(ActorStopped(f"{self.kind} actor stopped"))
 
     async def _serve(self) -> None:
@@ -166,6 +173,7 @@ class Actor(ABC):
         async for envelope in self._receive:
             await self._deliver(envelope)
             if self.finished():
+                self.stopping = True
                 return
 
     async def _deliver(self, envelope: Envelope) -> None:

@@ -3,8 +3,9 @@
 Callers hold an :class:`ActorRef`, a handle with the actor's kind, its key and the send end of
 its mailbox, as pykka's ``ActorRef`` does (``pykka/_ref.py``); the ref never touches the actor
 itself. ``ask`` puts an :class:`Envelope` with a :class:`ReplySlot` in the mailbox and waits
-for the one answer; ``tell`` sends without one. Closing the mailbox (``ref.close()``) is how
-an actor is told to stop once it has handled what is queued.
+for the one answer; ``tell`` sends without one. Closing the mailbox (``ref.close()``, which
+the system does through ``Actor.stop()``) is how an actor is told to stop once it has
+handled what is queued.
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ class ActorSystem:
         """Forget the actor now and close its mailbox: it stops after what is queued."""
         del self._actors[slot]
         self._live[actor.kind] -= 1
-        actor.ref.close()
+        actor.stop()
 
     def _forget(self, actor: Actor) -> None:
         slot = (actor.kind, actor.key)
@@ -165,7 +165,7 @@ class ActorSystem:
         """
         self.accepting = False
         for actor in list(self._actors.values()):
-            actor.ref.close()
+            actor.stop()
         if not self._actors:
             return True
         with trio.move_on_after(drain_s):
@@ -179,13 +179,16 @@ class ActorSystem:
     def totals(self) -> ActorTotals:
         """Counts by kind, and the messages waiting in all mailboxes; never awaits.
 
-        Walks the live actors once (their restarts and mailbox depths): about 1 ms per
-        10,000 actors.
+        Walks the live actors once, reading two fields each (about 1 ms per 10,000); only
+        busy actors are asked for their mailbox depth (a channel's ``statistics()`` costs
+        some 2 us): an actor that is not busy waits for mail with an empty mailbox, or has
+        just taken a message and not yet started it (so the total may lag by a moment).
         """
         crashed = Counter(self._crashed_before)
         depth = 0
         for actor in self._actors.values():
-            depth += actor.mailbox_depth()
+            if actor.busy:
+                depth += actor.mailbox_depth()
             if actor.restarts:
                 crashed[actor.kind] += actor.restarts
         return ActorTotals(

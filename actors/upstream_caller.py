@@ -3,10 +3,11 @@
 tenacity's ``AsyncRetrying`` with ``trio.sleep``, used as its documentation shows, retries
 429, 5xx, timeouts and connection errors with exponential backoff and jitter, and never
 400/401/403/404. The first attempt runs before tenacity is set up, a measured saving
-described in :meth:`UpstreamCaller._retry`. The overall budget is a ``trio.move_on_after(max_retry_s)`` rather than
-tenacity's ``stop_after_delay``, which reads the wall clock and so would not follow Trio's
-(mock) clock. Every attempt passes the shared :class:`~actors.rate_gate.RateGate` and a
-``trio.CapacityLimiter`` of ``upstream.max_concurrency``.
+described in :meth:`UpstreamCaller._retry`. The overall budget is a
+``trio.move_on_after(max_retry_s)`` rather than tenacity's ``stop_after_delay``, which reads
+the wall clock and so would not follow Trio's (mock) clock. Every attempt passes the shared
+:class:`~actors.rate_gate.RateGate` and a ``trio.CapacityLimiter`` of
+``upstream.max_concurrency``.
 """
 
 from __future__ import annotations
