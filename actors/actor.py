@@ -144,9 +144,9 @@ class Actor(ABC):
 
         If ``load`` fails (first or after a crash), every queued ask gets the error (an
         :class:`ActorChatError` as it is, anything else as :class:`ActorCrashed`) and the
-        error is raised. On cancel
-        (the system shutting down), the ask being handled and every queued ask get
-        :class:`ShuttingDown`.
+        error is raised. On cancel (the system shutting down), the ask being handled and
+        every queued ask get :class:`ShuttingDown`. Asks that arrive once it has stopped get
+        :class:`ActorStopped`.
         """
         with self._receive:
             try:
@@ -214,7 +214,9 @@ class Actor(ABC):
             if envelope.reply is not None:
                 envelope.reply.set(result)
         if crashed:
+            self.busy, self.activity = True, "reloading after a crash"
             await self.load()
+            self.busy, self.activity = False, "idle"
 
     def _refuse_queued(self, error: ActorChatError) -> None:
         while True:

@@ -11,15 +11,20 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 import httpx
 import pytest
 import trio
 
+from actors.service import open_chat_service
 from actors.store import JobRecord, MemoryStore
 from web.api.app import create_app
 from web.api.server import serve_app
+from web.api.upstreams import open_upstream
 
 from .conftest import SIM_KEY, StartSimulator, make_settings
 
@@ -110,12 +115,14 @@ async def test_sigterm_during_load_lets_turns_and_jobs_in_flight_finish(
 
 async def wait_until_processing(client: httpx.AsyncClient, turns: int, jobs: int) -> None:
     """Poll /debug/actors until the server holds this many busy sessions and jobs."""
-    while True:
-        body = (await client.get("/debug/actors", params={"state": "busy", "limit": 0})).json()
-        live = body["totals"]["actors"]["live"]
-        if body["matched"] >= turns + jobs and live.get("job", 0) >= jobs:
-            return
-        await trio.sleep(0.05)
+    with trio.fail_after(STUCK_S):
+        while True:
+            params = {"state": "busy", "limit": 0}
+            body = (await client.get("/debug/actors", params=params)).json()
+            live = body["totals"]["actors"]["live"]
+            if body["matched"] >= turns + jobs and live.get("job", 0) >= jobs:
+                return
+            await trio.sleep(0.05)
 
 
 async def test_a_job_may_run_past_quarts_five_second_shutdown_deadline_within_drain_s(
@@ -216,3 +223,25 @@ async def test_the_store_is_closed_only_after_every_actor_has_written_its_last_r
     assert store.written_after_close == []
     record = await store.load_job(trace_id)
     assert (record.status, record.error["type"]) == ("failed", "shutting_down")
+
+
+async def test_the_in_process_simulator_lives_exactly_as_long_as_the_service() -> None:
+    settings = make_settings(None, upstream={"provider": "simulator"})
+    opened: list[str] = []
+
+    @asynccontextmanager
+    async def watched_upstream(settings: Any) -> AsyncIterator[Any]:
+        async with open_upstream(settings) as choice:
+            opened.append(choice.client.base_url)
+            yield choice
+
+    with trio.fail_after(STUCK_S):
+        async with open_chat_service(settings, open_upstream=watched_upstream) as service:
+            assert service.stats().upstream.label == "simulator"
+            reply = await service.chat(await service.new_session(), "hi", "gpt-test", 0.7)
+            assert reply.model == "gpt-test-simulated"
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(f"{opened[0]}/models")).status_code in (200, 401)
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get(f"{opened[0]}/models")

@@ -1,4 +1,11 @@
-"""The QuartTrio app factory and its serving lifespan."""
+"""The QuartTrio app factory and its serving lifespan.
+
+The chat service (``actors.service.open_chat_service``) lives in one task in the app's
+nursery, opened before serving starts. It closes when ``begin_drain`` is called (by
+``web.api.server.serve_app`` when its shutdown trigger fires, or at the latest when the
+lifespan shutdown begins): it drains for ``server.drain_s``, cancels what is left, then closes
+the upstream client, the in-process simulator and the store. Nothing else closes them.
+"""
 
 from __future__ import annotations
 
