@@ -184,7 +184,10 @@ class ChatService:
         )
 
     async def history(self, session_id: str) -> list[Message]:
-        """The session's recorded turns, oldest first, after those already queued for it."""
+        """The session's recorded turns, oldest first, after those already queued for it.
+
+        Asks the session's actor (starting it from the store if it is not live).
+        """
         transcript = await self._system.ask(
             "session", session_id, lambda: self._session_actor(session_id), GetHistory()
         )
@@ -213,7 +216,8 @@ class ChatService:
         Admission is decided before the first await, so it is exact under concurrency:
         raises JobQueueFull over ``jobs.max_running + jobs.max_queued``, TooManyActors at
         ``actors.max_actors``, and IdempotencyConflict when the key was used with another
-        body. A refused submission has claimed and written nothing.
+        body. A refused submission has claimed and written nothing. A caller cancelled
+        after admission does not cancel the job: it runs, and its record can be read.
         """
         self._queue.check_room()
         trace_id = str(uuid.uuid4())
@@ -249,7 +253,10 @@ class ChatService:
         return record
 
     async def cancel_job(self, trace_id: str) -> JobRecord:
-        """Cancel a job still queued or running; a finished job is left as it is."""
+        """Cancel a job still queued or running; a finished job is left as it is.
+
+        Waits up to 5 s for the job to write its ``cancelled`` record, then returns the record.
+        """
         actor = self._system.find("job", trace_id)
         if isinstance(actor, JobActor):
             actor.cancel("cancelled by the client")
