@@ -1,66 +1,41 @@
-"""The actor base: a bounded mailbox, one message at a time, a handle to talk to it.
+"""The Actor base: a bounded mailbox, one message at a time, crash and restart rules.
 
-An actor owns the receive end of a bounded ``trio.open_memory_channel``; the
-:class:`~actors.system.ActorSystem` registry holds the send end, and closing it is how an actor
-is told to stop. Callers hold an :class:`ActorRef` with ``tell`` and ``ask``.
+An actor owns the receive end of a bounded ``trio.open_memory_channel`` and handles one
+message at a time; callers talk to it through its :class:`~actors.ref.ActorRef`. Its fields
+are touched only by the actor itself; everyone else reads a frozen :class:`ActorStats`.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import outcome
 import trio
 
-from .errors import ActorChatError, ActorCrashed, ActorStopped, SessionBusy
+from .errors import ActorChatError, ActorCrashed, ActorStopped, ShuttingDown
+from .ref import ActorRef, Envelope
 
 log = logging.getLogger("actorchat.actors")
 
-
-class ReplySlot:
-    """A one-shot reply: set once by the actor, awaited once by the asker."""
-
-    __slots__ = ("_event", "_result")
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-        self._result: outcome.Outcome | None = None
-
-    def set(self, result: outcome.Outcome) -> None:
-        if self._result is None:
-            self._result = result
-            self._event.set()
-
-    async def wait(self) -> Any:
-        """Wait for the reply; return it or raise the error the actor sent back."""
-        await self._event.wait()
-        assert self._result is not None
-        return self._result.unwrap()
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """A message in a mailbox, with its reply slot (``None`` for ``tell``)."""
-
-    message: Any
-    reply: ReplySlot | None
-    enqueued_at: float
+# Orders actors by their last activity, strictly: two wall-clock readings may be equal.
+_activity_order = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True)
 class ActorStats:
-    """A snapshot of one actor for the debug endpoint. Taken without awaiting."""
+    """A snapshot of one actor for ``/debug``. Taken without awaiting."""
 
     kind: str
     key: str
     state: str  # "idle", "busy" or "stopping"
     mailbox_depth: int  # messages waiting, not counting the one being handled
     mailbox_capacity: int
+    senders_waiting: int  # always 0: sending never waits (from receive.statistics())
     handled: int  # messages handled since the actor started
     errors: int  # messages answered with an error
     restarts: int  # crashes after which the actor reloaded its state from the store
@@ -68,90 +43,38 @@ class ActorStats:
     last_active: float  # wall clock of the last message received or finished
     activity: str  # what it does now: "idle", "upstream attempt 2", "waiting at rate gate"
     last_error: str | None
-
-
-class ActorRef:
-    """A handle to a live actor. Sending never blocks: a full mailbox is refused at once."""
-
-    __slots__ = ("_actor", "_send")
-
-    def __init__(self, actor: Actor, send: trio.MemorySendChannel[Envelope]) -> None:
-        self._actor = actor
-        self._send = send
-
-    @property
-    def key(self) -> str:
-        return self._actor.key
-
-    def _post(self, message: Any, reply: ReplySlot | None) -> None:
-        try:
-            self._send.send_nowait(Envelope(message, reply, trio.current_time()))
-            self._actor.posted += 1
-        except trio.WouldBlock:
-            raise SessionBusy(
-                f"{self._actor.kind} is busy: {self._actor.mailbox_capacity} requests are "
-                "already waiting; try again shortly",
-                retry_after=1,
-            ) from None
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise ActorStopped(f"{self._actor.kind} actor has stopped") from None
-
-    def tell(self, message: Any) -> None:
-        """Send without waiting for an answer. Raises SessionBusy or ActorStopped."""
-        self._post(message, None)
-
-    def send(self, message: Any) -> ReplySlot:
-        """Send now and return the slot the answer will arrive in (``await slot.wait()``).
-
-        Raises SessionBusy at once when the mailbox is full, ActorStopped when it is closed.
-        """
-        reply = ReplySlot()
-        self._post(message, reply)
-        return reply
-
-    async def ask(self, message: Any) -> Any:
-        """Send and wait for the answer; the actor's error is raised here.
-
-        Raises SessionBusy at once when the mailbox is full. If the caller is cancelled while
-        waiting, the message is still handled; only its answer is dropped.
-        """
-        return await self.send(message).wait()
+    history_length: int | None  # messages a session holds; None for other kinds
 
 
 class Actor(ABC):
     """Base of every actor: override ``load`` and ``handle``.
 
-    ``run`` is started by the actor system in its supervisor nursery. It handles one message
-    at a time, in arrival order, until the system closes its mailbox (idle too long, evicted,
-    draining) and what was queued has been handled. An :class:`ActorChatError` from
-    ``handle`` goes back to the asker and the actor lives on. Any other exception is logged
-    and counted, goes back to the asker as :class:`ActorCrashed`, and the actor restarts: it
-    reloads its state from the store and goes on with the next message, so nothing queued
-    behind the crash is lost.
+    ``run`` is started by the actor system in its nursery. It handles one message at a time,
+    in arrival order, until its mailbox is closed and drained, or :meth:`finished` says so.
+    An :class:`ActorChatError` from ``handle`` goes back to the asker and the actor lives
+    on. Any other exception is logged, goes back to the asker as :class:`ActorCrashed`, and
+    the actor restarts: it reloads its state from the store and goes on with the next
+    message, so nothing queued behind the crash is lost. Only the actor touches its fields;
+    others read them through :meth:`stats`.
     """
 
     kind: ClassVar[str] = "actor"
 
     def __init__(self, key: str, mailbox_size: int) -> None:
         self.key = key
-        self.mailbox_capacity = mailbox_size
-        self._send, self._receive = trio.open_memory_channel[Envelope](mailbox_size)
-        self.ref = ActorRef(self, self._send)
+        send, self._receive = trio.open_memory_channel[Envelope](mailbox_size)
+        self.ref = ActorRef(self.kind, key, send)
         self.handled = 0
-        # Counted when sent: a message Trio hands straight to a waiting receiver is in no
-        # buffer, so the mailbox alone cannot tell an actor about to work from an idle one.
-        self.posted = 0
         self.errors = 0
         self.restarts = 0
         self.started_at = time.time()
         self.last_active = self.started_at
+        self.last_active_order = next(_activity_order)  # larger: active more recently
         self.activity = "starting"
         self.last_error: str | None = None
-        self.stopping = False
-        self.busy = False
-        self.loaded = False
-        self.on_crash: Callable[[Actor], None] | None = None  # the system's counter
-        self.current_enqueued_at = 0.0  # trio time the message being handled was sent
+        self.busy = True  # loading or handling a message: its mailbox may fill meanwhile
+        self.stopping = False  # told to stop, or stopped; set by stop() or by the actor
+        self.current_sent_at = 0.0  # trio time the message being handled was sent
         self.quiet_since = trio.current_time()  # trio time it last finished a message
 
     async def load(self) -> None:  # noqa: B027 - optional hook; most actors load state
@@ -161,14 +84,31 @@ class Actor(ABC):
     async def handle(self, message: Any) -> Any:
         """Handle one message and return the answer for ``ask``."""
 
-    def is_idle(self) -> bool:
-        """True when the actor has loaded, handles nothing and has nothing on its way."""
-        return self.loaded and not self.busy and self.posted == self.handled
+    def finished(self) -> bool:
+        """True when the actor has done its whole work and should stop now (jobs)."""
+        return False
 
-    def close_mailbox(self) -> None:
-        """Tell the actor to stop once it has handled what is already queued."""
+    def evictable(self) -> bool:
+        """True when the system may stop this actor while idle, to make room or when quiet."""
+        return True
+
+    def history_length(self) -> int | None:
+        """How many messages of conversation the actor holds, if it holds any."""
+        return None
+
+    def is_idle(self) -> bool:
+        """True when the actor waits for mail with an empty mailbox; never awaits.
+
+        An actor still loading or handling a message is not waiting; nor is one a message
+        was just handed to (Trio hands it straight to a waiting receiver, in no buffer, and
+        takes the receiver off the waiting list).
+        """
+        return self._receive.statistics().tasks_waiting_receive > 0
+
+    def stop(self) -> None:
+        """Close the mailbox: the actor stops once it has handled what is already queued."""
         self.stopping = True
-        self._send.close()
+        self.ref.close()
 
     @property
     def state(self) -> str:
@@ -180,13 +120,15 @@ class Actor(ABC):
         return self._receive.statistics().current_buffer_used
 
     def stats(self) -> ActorStats:
-        """A snapshot for the debug endpoint; never awaits."""
+        """A snapshot for ``/debug``; never awaits."""
+        mailbox = self._receive.statistics()
         return ActorStats(
             kind=self.kind,
             key=self.key,
             state=self.state,
-            mailbox_depth=self.mailbox_depth(),
-            mailbox_capacity=self.mailbox_capacity,
+            mailbox_depth=mailbox.current_buffer_used,
+            mailbox_capacity=int(mailbox.max_buffer_size),
+            senders_waiting=mailbox.tasks_waiting_send,
             handled=self.handled,
             errors=self.errors,
             restarts=self.restarts,
@@ -194,63 +136,59 @@ class Actor(ABC):
             last_active=self.last_active,
             activity=self.activity,
             last_error=self.last_error,
+            history_length=self.history_length(),
         )
 
-    async def run(
-        self, *, task_status: trio.TaskStatus[ActorRef] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Load state, report the ref through ``task_status``, then serve the mailbox.
+    async def run(self) -> None:
+        """Load state, then serve the mailbox until it is closed and drained or finished.
 
-        Returns when the mailbox is closed and drained (the system closes it to stop the
-        actor, e.g. when it has been idle too long) or when :meth:`finished` says so. Raises
-        whatever ``load`` raises, before ``task_status.started``; on cancel, queued asks get
+        If ``load`` fails (first or after a crash), every queued ask gets the error (an
+        :class:`ActorChatError` as it is, anything else as :class:`ActorCrashed`) and the
+        error is raised. On cancel (the system shutting down), the ask being handled and
+        every queued ask get :class:`ShuttingDown`. Asks that arrive once it has stopped get
         :class:`ActorStopped`.
         """
-        try:
-            await self.load()
-        except BaseException:
-            self.stopping = True
-            self._refuse_queued()
-            raise
-        self.loaded = True
-        self.activity = "idle"
-        task_status.started(self.ref)
         with self._receive:
             try:
+                await self.load()
+                self.busy = False
+                self.activity = "idle"
                 await self._serve()
-            finally:
+            except trio.Cancelled:
                 self.stopping = True
-                self._refuse_queued()
+                self._refuse_queued(ShuttingDown("the server shut down", retry_after=5))
+                raise
+            except Exception as error:
+                self.stopping = True
+                self._refuse_queued(error if isinstance(error, ActorChatError) else ActorCrashed(
+                    f"the {self.kind} actor failed and could not load its state again"
+                ))
+                raise
+            self.stopping = True
+            self._refuse_queued(ActorStopped(f"{self.kind} actor stopped"))
 
     async def _serve(self) -> None:
         # No idle timer here: a per-message cancel scope would cost every message a deadline;
         # the system's sweeper closes the mailboxes of actors quiet for too long instead.
-        while True:
-            try:
-                envelope = await self._receive.receive()
-            except trio.EndOfChannel:
-                return
+        async for envelope in self._receive:
             await self._deliver(envelope)
             if self.finished():
+                self.stopping = True
                 return
-
-    def evictable(self) -> bool:
-        """True when the system may stop this actor early to make room at the cap."""
-        return True
-
-    def finished(self) -> bool:
-        """True when the actor has done its whole work and should stop now (jobs)."""
-        return False
 
     async def _deliver(self, envelope: Envelope) -> None:
         self.busy = True
-        self.current_enqueued_at = envelope.enqueued_at
+        self.current_sent_at = envelope.sent_at
         self.last_active = time.time()
+        self.last_active_order = next(_activity_order)
+        crashed = False
+        result: outcome.Outcome[Any] = outcome.Error(ActorStopped(f"{self.kind} actor stopped"))
         try:
             result = outcome.Value(await self.handle(envelope.message))
         except trio.Cancelled:
-            if envelope.reply is not None:
-                envelope.reply.set(outcome.Error(ActorStopped(f"{self.kind} actor was stopped")))
+            result = outcome.Error(ShuttingDown(
+                "the server shut down before this request finished", retry_after=5
+            ))
             raise
         except ActorChatError as error:
             self.errors += 1
@@ -260,33 +198,31 @@ class Actor(ABC):
             self.errors += 1
             self.restarts += 1
             self.last_error = f"{type(error).__name__}: {error}"
-            if self.on_crash is not None:
-                self.on_crash(self)
             log.exception("%s actor %s crashed; restarting it from the store", self.kind,
-                          _short(self.key))
-            crash = ActorCrashed(f"the {self.kind} actor failed while handling this request")
-            result = outcome.Error(crash)
-            if envelope.reply is not None:
-                envelope.reply.set(result)
-            await self.load()
+                          self.key[:8])
+            result = outcome.Error(ActorCrashed(
+                f"the {self.kind} actor failed while handling this request"
+            ))
+            crashed = True
         finally:
             self.busy = False
             self.handled += 1
             self.last_active = time.time()
+            self.last_active_order = next(_activity_order)
             self.quiet_since = trio.current_time()
             self.activity = "idle"
-        if envelope.reply is not None:
-            envelope.reply.set(result)
+            if envelope.reply is not None:
+                envelope.reply.set(result)
+        if crashed:
+            self.busy, self.activity = True, "reloading after a crash"
+            await self.load()
+            self.busy, self.activity = False, "idle"
 
-    def _refuse_queued(self) -> None:
+    def _refuse_queued(self, error: ActorChatError) -> None:
         while True:
             try:
                 envelope = self._receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            except (trio.WouldBlock, trio.EndOfChannel):
                 return
             if envelope.reply is not None:
-                envelope.reply.set(outcome.Error(ActorStopped(f"{self.kind} actor stopped")))
-
-
-def _short(key: str) -> str:
-    return key[:8]
+                envelope.reply.set(outcome.Error(error))

@@ -1,16 +1,19 @@
 """Trace-ID jobs: one JobActor per job, from ``queued`` to a terminal status, always.
 
-The JobActor owns its job: it waits for a running slot (FIFO, ``jobs.max_running``), calls
-the upstream through the supervisor under ``jobs.max_duration_s``, and writes every status
-change to the store; the result stays readable for ``jobs.result_ttl_s`` after the actor
-has stopped. Cancelling goes through the job's own ``CancelScope``.
+A JobActor owns its job and its record. It gets two messages when the job is submitted, in
+this order: :class:`AcceptJob` (claim the Idempotency-Key, write the first record) and
+:class:`RunJob` (wait for a worker to grant its place in the
+:class:`~actors.job_queue.JobQueue`, call the upstream under ``jobs.max_duration_s``, write
+the result). Everything after acceptance runs inside the actor's ``CancelScope``, so a job
+is cancelled by ID, queued or running, with :meth:`JobActor.cancel`. Results stay readable
+for ``jobs.result_ttl_s`` after the actor has stopped.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,9 +21,11 @@ import trio
 
 from .actor import Actor
 from .errors import ActorChatError, ActorCrashed, JobCancelled, JobTimedOut
+from .job_queue import RunSlot
+from .ref import Ask
 from .store.base import JobRecord, JobStore
-from .supervisor import CallTimings, UpstreamSupervisor
 from .upstream import ChatRequest
+from .upstream_caller import CallTimings, UpstreamCaller
 
 log = logging.getLogger("actorchat.jobs")
 
@@ -33,70 +38,55 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class SlotTicket:
-    """A place in the line for a running slot, taken when the job arrives."""
+@dataclass(frozen=True, slots=True)
+class Acceptance:
+    """The answer to :class:`AcceptJob`: the first record, or the job bound to the key."""
 
-    __slots__ = ("granted", "released")
-
-    def __init__(self) -> None:
-        self.granted = trio.Event()
-        self.released = False
+    record: JobRecord | None  # None when the Idempotency-Key was bound before
+    bound: tuple[str, str] | None  # (trace_id, fingerprint) the key was bound to before
 
 
-class FifoSlots:
-    """``capacity`` running slots handed out strictly in the order tickets were taken.
+@dataclass(frozen=True, slots=True)
+class AcceptJob(Ask[Acceptance]):
+    """Claim the Idempotency-Key (if any), then write the job's first record."""
 
-    Tickets are taken synchronously when a job is submitted, so arrival order is the order
-    of ``POST /chat``, not the order in which actor tasks happen to be scheduled.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.free = capacity
-        self._line: deque[SlotTicket] = deque()
-
-    @property
-    def running(self) -> int:
-        return self.capacity - self.free
-
-    @property
-    def queued(self) -> int:
-        return len(self._line)
-
-    def take_ticket(self) -> SlotTicket:
-        """A ticket, granted at once if a slot is free and nobody waits."""
-        ticket = SlotTicket()
-        if self.free > 0 and not self._line:
-            self.free -= 1
-            ticket.granted.set()
-        else:
-            self._line.append(ticket)
-        return ticket
-
-    def release(self, ticket: SlotTicket) -> None:
-        """Give the ticket's slot to the next in line, or leave the line if still waiting."""
-        if ticket.released:
-            return
-        ticket.released = True
-        if not ticket.granted.is_set():
-            self._line.remove(ticket)
-            return
-        if self._line:
-            self._line.popleft().granted.set()
-        else:
-            self.free += 1
+    idempotency_key: str | None
+    fingerprint: str
+    model: str
+    queued: bool  # no worker was free at submission: the first record says "queued"
 
 
 @dataclass(frozen=True, slots=True)
 class RunJob:
-    """The one message a JobActor gets: what to ask the upstream."""
+    """Run the job once its place is granted (sent with ``tell``, right after AcceptJob)."""
 
     message: str
     model: str
     temperature: float
     system_prompt: str
-    ticket: SlotTicket
-    queued: bool  # the record written at submission says "queued"
+    slot: RunSlot
+
+
+class JobRecords:
+    """What every JobActor shares: the store, the upstream caller, the limits, the counts."""
+
+    def __init__(self, *, store: JobStore, upstream: UpstreamCaller, max_duration_s: float,
+                 result_ttl_s: float) -> None:
+        self.store = store
+        self.upstream = upstream
+        self.max_duration_s = max_duration_s
+        self.result_ttl_s = result_ttl_s
+        self.finished: Counter[str] = Counter({"completed": 0, "failed": 0, "cancelled": 0})
+
+    async def save(self, record: JobRecord, *, finished: bool = False) -> None:
+        """Write the record; a finished one expires ``result_ttl_s`` from now."""
+        if finished:
+            self.finished[record.status] += 1
+            ttl = self.result_ttl_s
+        else:
+            # Bounded even if this process dies mid-job and the store outlives it.
+            ttl = self.max_duration_s + self.result_ttl_s
+        await self.store.save_job(record, ttl)
 
 
 class JobActor(Actor):
@@ -104,12 +94,13 @@ class JobActor(Actor):
 
     kind = "job"
 
-    def __init__(self, trace_id: str, *, jobs: JobRunner) -> None:
-        super().__init__(trace_id, mailbox_size=1)
-        self._jobs = jobs
-        self.done = trio.Event()
-        self.scope = trio.CancelScope()
-        self.cancel_reason: str | None = None
+    def __init__(self, trace_id: str, *, records: JobRecords) -> None:
+        super().__init__(trace_id, mailbox_size=2)
+        self._records = records
+        self._record: JobRecord | None = None  # set once accepted
+        self.done = trio.Event()  # the job has ended (or will never run)
+        self._scope = trio.CancelScope()
+        self._cancel_reason: str | None = None
 
     def evictable(self) -> bool:
         return self.done.is_set()
@@ -118,35 +109,52 @@ class JobActor(Actor):
         return self.done.is_set()
 
     def cancel(self, reason: str) -> None:
-        """Cancel the job if it has not finished; its status becomes ``cancelled``."""
+        """Cancel the job, queued or running, unless it has ended; its status becomes
+        ``cancelled`` with ``reason`` as the error message."""
         if not self.done.is_set():
-            self.cancel_reason = reason
-            self.scope.cancel()
+            self._cancel_reason = reason
+            self._scope.cancel(reason)
 
-    async def handle(self, message: Any) -> Any:
-        if not isinstance(message, RunJob):
-            raise TypeError(f"JobActor cannot handle {type(message).__name__}")
-        try:
-            await self._run(message)
-        finally:
-            self._jobs.slots.release(message.ticket)
-            self.done.set()
+    async def handle(self, message: Any) -> Acceptance | None:
+        if isinstance(message, AcceptJob):
+            return await self._accept(message)
+        if isinstance(message, RunJob):
+            try:
+                if self._record is not None:
+                    await self._run(message, self._record)
+            finally:
+                message.slot.finished.set()
+                self.done.set()
+            return None
+        raise TypeError(f"JobActor cannot handle {type(message).__name__}")
 
-    async def _run(self, job: RunJob) -> None:
-        jobs = self._jobs
-        record = JobRecord(self.key, "queued" if job.queued else "processing", job.model,
-                           utc_now())
+    async def _accept(self, accept: AcceptJob) -> Acceptance:
+        if accept.idempotency_key is not None:
+            bound = await self._records.store.claim_idempotency_key(
+                accept.idempotency_key, accept.fingerprint, self.key, self._records.result_ttl_s
+            )
+            if bound is not None:
+                return Acceptance(None, bound)
+        record = JobRecord(self.key, "queued" if accept.queued else "processing",
+                           accept.model, utc_now())
+        await self._records.save(record)
+        self._record = record
+        log.info("job %s %s", self.key, record.status)
+        return Acceptance(replace(record), None)
+
+    async def _run(self, job: RunJob, record: JobRecord) -> None:
+        records = self._records
         try:
-            with self.scope:
+            with self._scope:
                 self.activity = "queued for a running slot"
-                await job.ticket.granted.wait()
-                if job.queued:  # the store still says queued, however fast the slot came
+                await job.slot.granted.wait()
+                if record.status == "queued":  # the store says queued, however fast the slot
                     record.status, record.timestamp = "processing", utc_now()
-                    await jobs.save(record)
-                log.info("job %s processing", self.key)
+                    await records.save(record)
+                    log.info("job %s processing", self.key)
                 await self._call(job, record)
                 return
-            error: ActorChatError = JobCancelled(self.cancel_reason or "the job was cancelled")
+            error: ActorChatError = JobCancelled(self._cancel_reason or "the job was cancelled")
             record.status = "cancelled"
         except ActorChatError as failure:
             error, record.status = failure, "failed"
@@ -162,20 +170,20 @@ class JobActor(Actor):
                             "message": "the server shut down before the job finished"}
             with trio.CancelScope(shield=True) as cleanup:
                 cleanup.deadline = trio.current_time() + _CLEANUP_S
-                await jobs.save(record, finished=True)
+                await records.save(record, finished=True)
             log.warning("job %s failed: server shut down", self.key)
             raise
         record.timestamp = utc_now()
         record.error = {"type": error.type, "message": error.message}
-        await jobs.save(record, finished=True)
+        await records.save(record, finished=True)
         log.info("job %s %s: %s", self.key, record.status, error.type)
 
     async def _call(self, job: RunJob, record: JobRecord) -> None:
         context = [{"role": "system", "content": job.system_prompt}] if job.system_prompt else []
         context.append({"role": "user", "content": job.message})
         timings = CallTimings()
-        with trio.move_on_after(self._jobs.max_duration_s) as limit:
-            completion = await self._jobs.supervisor.complete(
+        with trio.move_on_after(self._records.max_duration_s) as limit:
+            completion = await self._records.upstream.complete(
                 ChatRequest(context, job.model, job.temperature),
                 key=self.key,
                 on_activity=self._set_activity,
@@ -183,51 +191,15 @@ class JobActor(Actor):
             )
         if limit.cancelled_caught:
             raise JobTimedOut(
-                f"the job ran longer than jobs.max_duration_s ({self._jobs.max_duration_s:g} s)"
-                " and was cancelled"
+                f"the job ran longer than jobs.max_duration_s ({self._records.max_duration_s:g}"
+                " s) and was cancelled"
             )
         record.status, record.timestamp = "completed", utc_now()
         record.response, record.model, record.usage = (
             completion.content, completion.model, completion.usage,
         )
-        await self._jobs.save(record, finished=True)
+        await self._records.save(record, finished=True)
         log.info("job %s completed after %d attempt(s)", self.key, timings.attempts)
 
     def _set_activity(self, activity: str) -> None:
         self.activity = activity
-
-
-class JobRunner:
-    """What every JobActor shares: the store, the supervisor, the running slots."""
-
-    def __init__(
-        self,
-        *,
-        store: JobStore,
-        supervisor: UpstreamSupervisor,
-        max_running: int,
-        max_duration_s: float,
-        result_ttl_s: float,
-    ) -> None:
-        self.store = store
-        self.supervisor = supervisor
-        self.max_duration_s = max_duration_s
-        self.result_ttl_s = result_ttl_s
-        self.slots = FifoSlots(max_running)
-        self.statuses: dict[str, int] = {"completed": 0, "failed": 0, "cancelled": 0}
-
-    @property
-    def admitted(self) -> int:
-        """Jobs running or queued."""
-        return self.slots.running + self.slots.queued
-
-    async def save(self, record: JobRecord, *, finished: bool = False) -> None:
-        """Write the record; a finished one expires ``result_ttl_s`` from now."""
-        if finished:
-            self.statuses[record.status] = self.statuses.get(record.status, 0) + 1
-            ttl = self.result_ttl_s
-        else:
-            # Bounded even if this process dies mid-job and the store outlives it.
-            ttl = self.max_duration_s + self.result_ttl_s
-        await self.store.save_job(record, ttl)
-

@@ -4,13 +4,20 @@ OpenAI reports the request budget with every answer (``x-ratelimit-limit-request
 ``x-ratelimit-remaining-requests``). The gate keeps a local mirror of that budget, a token
 bucket refilled at the reported rate, and lets a call start only when the mirror has a token,
 so calls are paced to the budget instead of running into 429s.
+
+Callers that cannot start at once wait in one line, first come, first served; one pacer task
+(:meth:`RateGate.run`) releases them one at a time when a call may start. Nobody polls: in a
+429 storm only the pacer wakes, once per call let through.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import trio
+
+from .stats import GateStats
 
 # Refill a little slower than the reported rate so clock skew between us and the upstream
 # does not turn into 429s.
@@ -19,6 +26,19 @@ _PACING_MARGIN = 0.97
 # one per _PROBE_SPACING_S then (200 a second), so a burst at start-up cannot overrun a budget
 # before its first answer reports it. A steady arrival of users hardly notices.
 _PROBE_SPACING_S = 0.005
+# The shortest the pacer sleeps waiting for a token, so rounding cannot make it spin.
+_MIN_TOKEN_WAIT_S = 1e-3
+
+
+class _Waiter:
+    """One caller in the line: released by the pacer with its ticket, or gone (cancelled)."""
+
+    __slots__ = ("gone", "released", "ticket")
+
+    def __init__(self) -> None:
+        self.released = trio.Event()
+        self.ticket = 0
+        self.gone = False
 
 
 class RateGate:
@@ -26,26 +46,30 @@ class RateGate:
 
     * ``close_for(s)``: a 429 that exhausted the shared budget closes the gate for everyone
       until its Retry-After.
-    * ``observe(limit, remaining)``: the budget an answer reported. From then on calls start
-      only when the local mirror of the budget has a token.
-    * ``refund()``: the call that took the last token was refused without being counted (a
-      429 with budget left), so its token is given back.
+    * ``observe(limit, remaining, ticket)``: the budget an answer reported. From then on
+      calls start only when the local mirror of the budget has a token.
+    * ``refund()``: the call that took a token was refused without being counted (a 429
+      with budget left), so its token is given back.
 
-    ``wait()`` returns when the caller may start its call and takes a token if a budget is
-    known. Cancelling it just stops waiting.
+    ``wait()`` returns when the caller may start its call; it needs the pacer, ``run``,
+    running in a nursery. Cancelling ``wait()`` takes the caller out of the line.
     """
 
     def __init__(self) -> None:
         self._opens_at = 0.0
         self.closures = 0
-        self.waiting = 0
         self._rate = 0.0  # tokens per second; 0 while no budget is known
         self._capacity = 1.0
         self._tokens = 0.0
         self._refilled_at = 0.0
-        self._answered = trio.Event()  # the upstream has answered at least once
+        self._answered = False  # the upstream has answered at least once
         self._next_probe = 0.0
         self._starts = 0  # calls let through so far; each call's number is its ticket
+        self._line: deque[_Waiter] = deque()
+        self.waiting = 0  # callers in the line, not counting those who left it
+        self._changed = trio.Event()  # wakes the pacer: someone queued, or the budget grew
+
+    # What the upstream said
 
     def close_for(self, seconds: float) -> None:
         """Close the gate for ``seconds`` from now (never shortens a longer closure)."""
@@ -58,7 +82,9 @@ class RateGate:
 
     def answered(self) -> None:
         """The upstream answered (any answer): the probing phase is over."""
-        self._answered.set()
+        if not self._answered:
+            self._answered = True
+            self._changed.set()
 
     def observe(self, limit: int, remaining: int, ticket: int | None = None) -> None:
         """Take in the request budget the upstream reported with the answer to call ``ticket``.
@@ -74,10 +100,15 @@ class RateGate:
         self._tokens = min(self._tokens, float(estimate)) if self.pacing else float(estimate)
         self._rate = limit / 60 * _PACING_MARGIN
         self._capacity = max(self._capacity, remaining + 1.0)
+        self._changed.set()
 
     def refund(self) -> None:
+        """Give back the token of a call the upstream did not count."""
         if self.pacing:
             self._tokens = min(self._capacity, self._tokens + 1)
+            self._changed.set()
+
+    # State
 
     @property
     def pacing(self) -> bool:
@@ -91,54 +122,86 @@ class RateGate:
         """Seconds until the gate opens (0 when open)."""
         return max(0.0, self._opens_at - trio.current_time())
 
+    def stats(self) -> GateStats:
+        """A snapshot for ``/debug`` and ``/metrics``; never awaits."""
+        self._refill()
+        return GateStats(
+            open=self.is_open(),
+            opens_in_s=round(self.remaining(), 3),
+            closures=self.closures,
+            waiting=self.waiting,
+            pacing=self.pacing,
+            budget_per_s=round(self._rate, 3) if self._rate else None,
+            tokens=math.floor(self._tokens) if self._rate else None,
+        )
+
+    # Waiting and pacing
+
+    async def wait(self) -> int:
+        """Return once this caller may start its call; FIFO behind those already waiting.
+
+        Returns the call's ticket, to hand back to :meth:`observe` with its answer. When
+        nobody waits and a call may start now, returns at once without a checkpoint.
+        """
+        if not self._line and self._delay() == 0:
+            return self._let_through()
+        waiter = _Waiter()
+        self._line.append(waiter)
+        self.waiting += 1
+        self._changed.set()
+        try:
+            await waiter.released.wait()
+        except BaseException:
+            if waiter.released.is_set():
+                self.refund()  # let through, but the call will not start
+            else:
+                waiter.gone = True
+                self.waiting -= 1
+            raise
+        return waiter.ticket
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        """The pacer: release waiters one at a time, in line order, until cancelled."""
+        task_status.started()
+        while True:
+            while self._line and self._line[0].gone:
+                self._line.popleft()
+            delay = self._delay() if self._line else math.inf
+            if delay > 0:
+                with trio.move_on_after(delay):
+                    await self._changed.wait()
+                self._changed = trio.Event()
+                continue
+            waiter = self._line.popleft()
+            self.waiting -= 1
+            waiter.ticket = self._let_through()
+            waiter.released.set()
+
+    def _delay(self) -> float:
+        """Seconds until the next call may start (0: now)."""
+        now = trio.current_time()
+        if self._opens_at > now:
+            return self._opens_at - now
+        if not self._answered and self._next_probe > now:
+            return self._next_probe - now
+        if self._rate:
+            self._refill()
+            if self._tokens < 1:
+                return max((1 - self._tokens) / self._rate, _MIN_TOKEN_WAIT_S)
+        return 0.0
+
+    def _let_through(self) -> int:
+        if not self._answered:
+            self._next_probe = trio.current_time() + _PROBE_SPACING_S
+        if self._rate:
+            self._tokens -= 1
+        self._starts += 1
+        return self._starts
+
     def _refill(self) -> None:
         now = trio.current_time()
         if self._rate:
             elapsed = now - self._refilled_at
             self._tokens = min(self._capacity, self._tokens + elapsed * self._rate)
         self._refilled_at = now
-
-    async def wait(self) -> int:
-        """Return once the gate is open and, with a known budget, a token is taken.
-
-        Returns the call's ticket, to hand back to :meth:`observe` with its answer.
-        """
-        self.waiting += 1
-        try:
-            if not self._answered.is_set():
-                now = trio.current_time()
-                start = max(now, self._next_probe)
-                self._next_probe = start + _PROBE_SPACING_S
-                if start > now:
-                    with trio.move_on_after(start - now):  # the first answer ends the spacing
-                        await self._answered.wait()
-            while True:
-                now = trio.current_time()
-                if self._opens_at > now:
-                    # Sleep and look again: another 429 may have moved the opening further out.
-                    await trio.sleep(self._opens_at - now)
-                    continue
-                if not self._rate:
-                    break
-                self._refill()
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    break
-                await trio.sleep(max((1 - self._tokens) / self._rate, 1e-3))
-        finally:
-            self.waiting -= 1
-        self._starts += 1
-        return self._starts
-
-    def describe(self) -> dict[str, object]:
-        """The gate's state for the debug endpoint and metrics."""
-        self._refill()
-        return {
-            "open": self.is_open(),
-            "opens_in_s": round(self.remaining(), 3),
-            "closures": self.closures,
-            "waiting": self.waiting,
-            "pacing": self.pacing,
-            "budget_per_s": round(self._rate, 3) if self._rate else None,
-            "tokens": math.floor(self._tokens) if self._rate else None,
-        }

@@ -1,101 +1,204 @@
-"""ChatService: the one object the web layer talks to. It wires store, supervisor and actors."""
+"""ChatService, the one object the web layer talks to, and ``open_chat_service``, its lifetime.
+
+``async with open_chat_service(settings, open_upstream=...) as service:`` owns the store, the
+upstream client (and whatever its opener started, such as an in-process simulator) and the
+nursery every actor, the rate gate's pacer and the job workers run in. On a normal exit it
+drains for ``server.drain_s``, cancels what is left, waits for that nursery to end, and only
+then closes the upstream and the store. On an exit by error or cancellation it skips the
+drain. Nothing else opens or closes those resources.
+"""
 
 from __future__ import annotations
 
 import logging
 import secrets
 import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 
 import trio
 
 from .config import Settings
-from .errors import IdempotencyConflict, JobNotFound, JobQueueFull
-from .job import JobActor, JobRunner, RunJob, utc_now
-from .session import ChatTurn, Forget, SessionActor, TurnReply
+from .errors import IdempotencyConflict, JobNotFound, ShuttingDown
+from .job import AcceptJob, JobActor, JobRecords, RunJob
+from .job_queue import JobQueue
+from .session import ChatTurn, Forget, GetHistory, SessionActor, TurnReply
+from .stats import JobStats, ServiceStats
+from .store import MemoryStore
 from .store.base import JobRecord, Message, Store
-from .supervisor import UpstreamSupervisor
 from .system import ActorSystem
 from .upstream import Upstream
+from .upstream_caller import UpstreamCaller
 
-log = logging.getLogger("actorchat.jobs")
+log = logging.getLogger("actorchat.service")
 
 # How long DELETE /chat/{id} waits for a cancelled job to write its final record.
 _CANCEL_WAIT_S = 5.0
+# How long closing the store may take once everything else has stopped.
+_CLOSE_STORE_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamChoice:
+    """The upstream client to call (None: none is configured) and its label, no secrets."""
+
+    client: Upstream | None
+    label: str
+
+
+UpstreamOpener = Callable[[Settings], AbstractAsyncContextManager[UpstreamChoice]]
+
+
+def given_upstream(client: Upstream | None, label: str = "given") -> UpstreamOpener:
+    """An opener for an upstream client made elsewhere; the service does not close it."""
+
+    @asynccontextmanager
+    async def opener(settings: Settings) -> AsyncIterator[UpstreamChoice]:
+        yield UpstreamChoice(client, label)
+
+    return opener
+
+
+@asynccontextmanager
+async def open_chat_service(
+    settings: Settings, *, open_upstream: UpstreamOpener, store: Store | None = None
+) -> AsyncIterator[ChatService]:
+    """Run a ChatService for the body of the ``async with``; see the module docstring.
+
+    ``open_upstream(settings)`` is entered first and exited after the actors have stopped;
+    ``store`` (a memory store when None) is closed last, whoever made it. Closing is
+    shielded and bounded, so a cancelled exit still closes what was opened.
+    """
+    if store is None:
+        store = MemoryStore(session_ttl_s=settings.sessions.ttl_s or None)
+    try:
+        async with open_upstream(settings) as choice:
+            service = ChatService(settings, store, choice)
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(service._system.run)
+                    await nursery.start(service._caller.run)
+                    await nursery.start(service._queue.run)
+                    try:
+                        yield service
+                        if not await service.drain(settings.server.drain_s):
+                            log.warning("drain time over: cancelling %d actors",
+                                        service._system.live())
+                    finally:
+                        nursery.cancel_scope.cancel("the chat service is closing")
+            finally:
+                service._closing = True
+    finally:
+        with trio.CancelScope(shield=True) as cleanup:
+            cleanup.deadline = trio.current_time() + _CLOSE_STORE_S
+            await store.aclose()
 
 
 class ChatService:
-    """Session turns and trace-ID jobs on one actor system.
+    """Session turns and trace-ID jobs on one actor system. Made by ``open_chat_service``.
 
-    Start it with ``await nursery.start(service.run)``; it owns the supervisor nursery until
-    that nursery is cancelled. Methods raise errors from :mod:`actors.errors`.
+    Methods raise errors from :mod:`actors.errors`; once the service is draining or closed,
+    :class:`ShuttingDown`.
     """
 
-    def __init__(
-        self, settings: Settings, store: Store, upstream: Upstream | None, upstream_label: str
-    ) -> None:
+    def __init__(self, settings: Settings, store: Store, upstream: UpstreamChoice) -> None:
         self.settings = settings
-        self.store = store
-        self.upstream_label = upstream_label
-        self.system = ActorSystem(settings.actors)
-        self.supervisor = UpstreamSupervisor(upstream, settings.upstream)
-        self.jobs = JobRunner(
-            store=store,
-            supervisor=self.supervisor,
-            max_running=settings.jobs.max_running,
-            max_duration_s=settings.jobs.max_duration_s,
-            result_ttl_s=settings.jobs.result_ttl_s,
-        )
-
-    async def run(self, *, task_status: trio.TaskStatus[ChatService] = trio.TASK_STATUS_IGNORED,
-                  ) -> None:
-        """Run the actor system until cancelled."""
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.system.run)
-            task_status.started(self)
+        self._store = store
+        self._label = upstream.label
+        self._closing = False
+        self._system = ActorSystem(settings.actors)
+        self._caller = UpstreamCaller(upstream.client, settings.upstream)
+        jobs = settings.jobs
+        self._records = JobRecords(store=store, upstream=self._caller,
+                                   max_duration_s=jobs.max_duration_s,
+                                   result_ttl_s=jobs.result_ttl_s)
+        self._queue = JobQueue(jobs.max_running, jobs.max_queued,
+                               retry_after_s=max(1.0, min(jobs.max_duration_s, 5.0)))
 
     async def drain(self, drain_s: float) -> bool:
-        """Refuse new work and let work in flight finish for up to ``drain_s`` seconds."""
-        return await self.system.drain(drain_s)
+        """Refuse new work and let work in flight finish for up to ``drain_s`` seconds.
+
+        Returns True when every actor stopped in time. Cancels nothing itself.
+        """
+        return await self._system.drain(drain_s)
+
+    def stats(self, *, kind: str | None = None, state: str | None = None,
+              key: str | None = None, limit: int = 0) -> ServiceStats:
+        """One frozen snapshot of the whole service; never awaits.
+
+        ``listed`` holds the ``limit`` most recently active live actors of ``kind``, in
+        ``state``, with ``key`` (each filter only when given); ``matched`` counts them all.
+        """
+        listed, matched = self._system.listing(kind=kind, state=state, key=key, limit=limit)
+        return ServiceStats(
+            accepting=self._system.accepting and not self._closing,
+            actors=self._system.totals(),
+            listed=tuple(listed),
+            matched=matched,
+            upstream=self._caller.stats(self._label),
+            jobs=JobStats(running=self._queue.running, queued=self._queue.queued,
+                          by_status=dict(self._records.finished)),
+        )
+
+    async def ping_store(self) -> bool:
+        """True when the store answers; False when it fails or the service is closing."""
+        if self._closing:
+            return False
+        try:
+            return await self._store.ping()
+        except Exception:  # a store that cannot answer is simply not reachable
+            return False
+
+    def _open_store(self) -> Store:
+        if self._closing:
+            raise ShuttingDown("the server is shutting down", retry_after=5)
+        return self._store
 
     # Sessions
 
     async def new_session(self) -> str:
         """Create an empty session with a random ID of 128 bits and return the ID."""
         session_id = secrets.token_urlsafe(16)
-        await self.store.create_session(session_id)
+        await self._open_store().create_session(session_id)
         return session_id
 
     async def session_exists(self, session_id: str) -> bool:
-        return await self.store.session_exists(session_id)
+        return await self._open_store().session_exists(session_id)
 
     def _session_actor(self, session_id: str) -> SessionActor:
         return SessionActor(
             session_id,
             mailbox_size=self.settings.actors.mailbox_size,
-            store=self.store,
-            supervisor=self.supervisor,
+            store=self._store,
+            upstream=self._caller,
             system_prompt=self.settings.chat.system_prompt,
         )
 
     async def chat(self, session_id: str, prompt: str, model: str, temperature: float,
                    ) -> TurnReply:
         """One turn of the session's conversation, in order with its other turns."""
-        return await self.system.ask(
+        return await self._system.ask(
             "session", session_id, lambda: self._session_actor(session_id),
             ChatTurn(prompt, model, temperature),
         )
 
     async def history(self, session_id: str) -> list[Message]:
-        """The session's recorded turns, oldest first; empty for an unknown session."""
-        return await self.store.load_history(session_id) or []
+        """The session's recorded turns, oldest first, after those already queued for it.
+
+        Asks the session's actor (starting it from the store if it is not live).
+        """
+        transcript = await self._system.ask(
+            "session", session_id, lambda: self._session_actor(session_id), GetHistory()
+        )
+        return list(transcript.messages)
 
     async def forget(self, session_id: str) -> bool:
-        """Forget the session, after the turns already queued for it."""
-        if self.system.find("session", session_id) is not None:
-            return await self.system.ask(
-                "session", session_id, lambda: self._session_actor(session_id), Forget()
-            )
-        return await self.store.delete_session(session_id)
+        """Forget the session, after the turns already queued for it; True if it existed."""
+        forgotten = await self._system.ask(
+            "session", session_id, lambda: self._session_actor(session_id), Forget()
+        )
+        return forgotten.existed
 
     # Trace-ID jobs
 
@@ -110,73 +213,51 @@ class ChatService:
     ) -> tuple[JobRecord, bool]:
         """Start a job; returns its first record and whether it was an idempotent replay.
 
-        Raises JobQueueFull over ``jobs.max_running + jobs.max_queued`` and
-        IdempotencyConflict when the key was used with another body.
+        Admission is decided before the first await, so it is exact under concurrency:
+        raises JobQueueFull over ``jobs.max_running + jobs.max_queued``, TooManyActors at
+        ``actors.max_actors``, and IdempotencyConflict when the key was used with another
+        body. A refused submission has claimed and written nothing. A caller cancelled
+        after admission does not cancel the job: it runs, and its record can be read.
         """
-        limits = self.settings.jobs
-        if self.jobs.admitted >= limits.max_running + limits.max_queued:
-            raise JobQueueFull(
-                f"{self.jobs.admitted} jobs are running or queued; try again later",
-                retry_after=max(1.0, min(limits.max_duration_s, 5.0)),
-            )
+        self._queue.check_room()
         trace_id = str(uuid.uuid4())
-        # The actor first: if it cannot start (too many actors, shutting down), nothing has
-        # been written or claimed, so a retry with the same Idempotency-Key starts afresh.
-        actor = JobActor(trace_id, jobs=self.jobs)
-        await self.system.get_or_start("job", trace_id, lambda: actor)
-        try:
-            if idempotency_key is not None:
-                bound = await self.store.claim_idempotency_key(
-                    idempotency_key, fingerprint, trace_id, limits.result_ttl_s
-                )
-                if bound is not None:
-                    return await self._replay(idempotency_key, fingerprint, *bound), True
-            return await self._start_job(actor, message, model, temperature), False
-        finally:
-            if not actor.posted:  # no work was sent: the actor stops now
-                actor.close_mailbox()
-
-    async def _start_job(
-        self, actor: JobActor, message: str, model: str, temperature: float
-    ) -> JobRecord:
-        ticket = self.jobs.slots.take_ticket()
-        queued = not ticket.granted.is_set()
-        record = JobRecord(actor.key, "queued" if queued else "processing", model, utc_now())
-        try:
-            await self.jobs.save(record)
-            actor.ref.tell(RunJob(message, model, temperature, self.settings.chat.system_prompt,
-                                  ticket, queued))
-        except BaseException:
-            self.jobs.slots.release(ticket)
-            raise
-        log.info("job %s %s", actor.key, record.status)
-        return record
-
-    async def _replay(self, key: str, fingerprint: str, trace_id: str, bound_fingerprint: str,
-                      ) -> JobRecord:
+        records = self._records
+        job = self._system.ref("job", trace_id, lambda: JobActor(trace_id, records=records))
+        queued = not self._queue.worker_free()
+        accepted = job.send(AcceptJob(idempotency_key, fingerprint, model, queued))
+        job.tell(RunJob(message, model, temperature, self.settings.chat.system_prompt,
+                        self._queue.enter()))
+        acceptance = await accepted.wait()
+        if acceptance.record is not None:
+            return acceptance.record, False
+        assert acceptance.bound is not None
+        bound_trace_id, bound_fingerprint = acceptance.bound
         if bound_fingerprint != fingerprint:
             raise IdempotencyConflict(
                 "this Idempotency-Key was already used with a different request body"
             )
-        record = await self.store.load_job(trace_id)
+        record = await self._open_store().load_job(bound_trace_id)
         if record is None:
-            raise JobNotFound(f"the job for this Idempotency-Key ({trace_id}) has expired")
-        return record
+            raise JobNotFound(f"the job for this Idempotency-Key ({bound_trace_id}) has expired")
+        return record, True
 
     async def job(self, trace_id: str, wait_s: float = 0.0) -> JobRecord:
         """The job's record; with ``wait_s`` first wait up to that long for it to finish."""
-        actor = self.system.find("job", trace_id)
+        actor = self._system.find("job", trace_id)
         if wait_s > 0 and isinstance(actor, JobActor):
             with trio.move_on_after(wait_s):
                 await actor.done.wait()
-        record = await self.store.load_job(trace_id)
+        record = await self._open_store().load_job(trace_id)
         if record is None:
             raise JobNotFound(f"no job with trace ID {trace_id}")
         return record
 
     async def cancel_job(self, trace_id: str) -> JobRecord:
-        """Cancel a job still running; a finished job is left as it is."""
-        actor = self.system.find("job", trace_id)
+        """Cancel a job still queued or running; a finished job is left as it is.
+
+        Waits up to 5 s for the job to write its ``cancelled`` record, then returns the record.
+        """
+        actor = self._system.find("job", trace_id)
         if isinstance(actor, JobActor):
             actor.cancel("cancelled by the client")
             with trio.move_on_after(_CANCEL_WAIT_S):

@@ -1,4 +1,8 @@
-"""SessionActor: one conversation, one turn at a time, recorded whole or not at all."""
+"""SessionActor: one conversation, one turn at a time, recorded whole or not at all.
+
+Its messages: :class:`ChatTurn` (answered with :class:`TurnReply`), :class:`GetHistory`
+(:class:`Transcript`) and :class:`Forget` (:class:`Forgotten`; the actor stops after it).
+"""
 
 from __future__ import annotations
 
@@ -8,28 +12,10 @@ from typing import Any
 import trio
 
 from .actor import Actor
+from .ref import Ask
 from .store.base import Message, SessionStore
-from .supervisor import CallTimings, UpstreamSupervisor
 from .upstream import ChatRequest
-
-
-@dataclass(frozen=True, slots=True)
-class ChatTurn:
-    """One user turn: send the history plus ``prompt`` upstream, keep both on success."""
-
-    prompt: str
-    model: str
-    temperature: float
-
-
-@dataclass(frozen=True, slots=True)
-class GetHistory:
-    """Ask for the conversation so far, oldest first."""
-
-
-@dataclass(frozen=True, slots=True)
-class Forget:
-    """Delete the conversation from the store; the actor stops after answering."""
+from .upstream_caller import CallTimings, UpstreamCaller
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +31,39 @@ class TurnReply:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """The answer to :class:`GetHistory`: the recorded messages, oldest first."""
+
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """The answer to :class:`Forget`: whether the store had the session."""
+
+    existed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTurn(Ask[TurnReply]):
+    """One user turn: send the history plus ``prompt`` upstream, keep both on success."""
+
+    prompt: str
+    model: str
+    temperature: float
+
+
+@dataclass(frozen=True, slots=True)
+class GetHistory(Ask[Transcript]):
+    """Ask for the conversation so far, oldest first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Forget(Ask[Forgotten]):
+    """Delete the conversation from the store; the actor stops after answering."""
+
+
 class SessionActor(Actor):
     """Holds one session's history; the store has every turn before the reply goes out."""
 
@@ -56,12 +75,12 @@ class SessionActor(Actor):
         *,
         mailbox_size: int,
         store: SessionStore,
-        supervisor: UpstreamSupervisor,
+        upstream: UpstreamCaller,
         system_prompt: str,
     ) -> None:
         super().__init__(session_id, mailbox_size)
         self._store = store
-        self._supervisor = supervisor
+        self._upstream = upstream
         self._system_prompt = system_prompt
         self.history: list[Message] = []
         # The history as the upstream wants it, kept beside it while the actor lives so a
@@ -72,6 +91,9 @@ class SessionActor(Actor):
     def finished(self) -> bool:
         return self._forgotten
 
+    def history_length(self) -> int:
+        return len(self.history)
+
     async def load(self) -> None:
         self.history = await self._store.load_history(self.key) or []
         self._context = []
@@ -79,25 +101,25 @@ class SessionActor(Actor):
             self._context.append({"role": "system", "content": self._system_prompt})
         self._context.extend({"role": role, "content": text} for role, text in self.history)
 
-    async def handle(self, message: Any) -> Any:
+    async def handle(self, message: Any) -> TurnReply | Transcript | Forgotten:
         if isinstance(message, ChatTurn):
             return await self._turn(message)
         if isinstance(message, GetHistory):
-            return list(self.history)
+            return Transcript(tuple(self.history))
         if isinstance(message, Forget):
             existed = await self._store.delete_session(self.key)
             self.history = []
             self._context = self._context[:1] if self._system_prompt else []
             self._forgotten = True
-            return existed
+            return Forgotten(existed)
         raise TypeError(f"SessionActor cannot handle {type(message).__name__}")
 
     async def _turn(self, turn: ChatTurn) -> TurnReply:
-        mailbox_s = trio.current_time() - self.current_enqueued_at
+        mailbox_s = trio.current_time() - self.current_sent_at
         user = {"role": "user", "content": turn.prompt}
         context = [*self._context, user]
         timings = CallTimings()
-        completion = await self._supervisor.complete(
+        completion = await self._upstream.complete(
             ChatRequest(context, turn.model, turn.temperature),
             key=self.key,
             on_activity=self._set_activity,

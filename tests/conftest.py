@@ -83,10 +83,8 @@ async def simulator_url(start_simulator: StartSimulator) -> str:
 @pytest.fixture
 async def start_server() -> AsyncIterator[StartServer]:
     """Start actorchat servers under Hypercorn on free ports; all stop at teardown."""
-    from hypercorn.trio import serve
-
     from web.api.app import create_app
-    from web.api.server import hypercorn_config
+    from web.api.server import serve_app
 
     async with trio.open_nursery() as nursery:
         stops: list[trio.Event] = []
@@ -96,8 +94,7 @@ async def start_server() -> AsyncIterator[StartServer]:
             stop = trio.Event()
             stops.append(stop)
             binds = await nursery.start(
-                partial(serve, app, hypercorn_config("127.0.0.1:0", settings.server.drain_s),
-                        shutdown_trigger=stop.wait)
+                partial(serve_app, settings, "127.0.0.1:0", app=app, shutdown_trigger=stop.wait)
             )
             return RunningServer(binds[0], app)
 

@@ -30,8 +30,11 @@ def session_id_of(response) -> str:
     return response.cookies["sessionId"].split(".")[0]
 
 
-async def eventually(check, attempts: int = 250):
-    """Poll ``check()`` (async, over HTTP) every 20 ms until it returns something truthy."""
+async def eventually(check, attempts: int = 1500):
+    """Poll ``check()`` (async, over HTTP) every 20 ms until it returns something truthy.
+
+    The bound (30 s) only catches a server that never gets there; nothing is timed.
+    """
     for _ in range(attempts):
         if result := await check():
             return result
@@ -141,7 +144,6 @@ async def test_the_actor_list_shows_sessions_and_finished_jobs_with_sane_fields(
         alice_id = session_id_of(first)
         for prompt in ("two", "three"):
             assert (await alice.post("/api/chat", json={"prompt": prompt})).status_code == 200
-        await trio.sleep(0.01)  # so bob is strictly the most recently active
         bob_id = session_id_of(await bob.post("/api/chat", json={"prompt": "hi"}))
         trace_id = (await bob.post("/chat", json={"message": "a job"})).json()["traceId"]
         done = await bob.get(f"/chat/{trace_id}/response", params={"wait": 10})
@@ -196,7 +198,6 @@ async def test_filters_pick_kind_state_and_the_most_recent(server: RunningServer
         for _ in range(3):
             async with server.client() as user:
                 keys.append(session_id_of(await user.post("/api/chat", json={"prompt": "x"})))
-            await trio.sleep(0.01)
 
         async def listing(**params):
             response = await client.get("/debug/actors", params=params)

@@ -48,7 +48,7 @@ async def test_a_hundred_jobs_complete_through_thirty_percent_transient_failures
     injected = stats["rate_limited_injected"] + stats["server_error"] + stats["drop"]
     assert injected >= 20  # the faults really happened
     assert stats["completed"] == 100
-    assert server.service.supervisor.retries == injected
+    assert server.service.stats().upstream.retries == injected
 
 
 async def test_constant_429s_fail_after_the_configured_attempts_with_retry_after(
@@ -72,7 +72,7 @@ async def test_constant_429s_fail_after_the_configured_attempts_with_retry_after
 HANG_GUARD_S = 30
 """Far above the 0.6 s two timed-out attempts take: only there so that an attempt the timeout
 does not end fails the test instead of hanging it (the simulator hangs for 10 minutes).
-How long each attempt waits is pinned on the mock clock in ``test_supervisor.py``."""
+How long each attempt waits is pinned on the mock clock in ``test_upstream_caller.py``."""
 
 
 async def test_a_hung_upstream_gives_504_once_every_attempt_has_timed_out(

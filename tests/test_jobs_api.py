@@ -159,7 +159,7 @@ async def test_a_running_job_can_be_cancelled_and_a_finished_one_is_left_alone(
             again = await client.get(f"/chat/{trace_id}/response")
             assert again.json()["status"] == "cancelled"
             assert (await client.delete(f"/chat/{trace_id}")).json()["status"] == "cancelled"
-    assert server.service.supervisor.in_flight == 0
+    assert server.service.stats().upstream.in_flight == 0
 
 
 async def test_jobs_over_max_running_queue_and_over_max_queued_get_503(
@@ -203,7 +203,8 @@ async def test_an_idempotency_key_replays_the_same_job_and_refuses_another_body(
         assert conflict.json()["error"]["type"] == "idempotency_conflict"
         other = await submit(client, "pay once", headers={"Idempotency-Key": "order-43"})
         assert other.json()["traceId"] != first.json()["traceId"]
-    assert server.service.jobs.statuses["completed"] + server.service.jobs.admitted == 2
+    jobs = server.service.stats().jobs
+    assert jobs.by_status["completed"] + jobs.running + jobs.queued == 2
 
 
 async def test_unknown_and_malformed_trace_ids_are_404_json(
@@ -240,4 +241,5 @@ async def test_every_invalid_job_body_is_400_json(
         for wait in ("-1", "31", "soon", "nan"):
             response = await client.get(f"/chat/{trace_id}/response", params={"wait": wait})
             assert response.status_code == 400, wait
-    assert server.service.jobs.admitted + sum(server.service.jobs.statuses.values()) == 1
+    jobs = server.service.stats().jobs
+    assert jobs.running + jobs.queued + sum(jobs.by_status.values()) == 1

@@ -199,10 +199,11 @@ async def test_an_actor_that_raises_does_not_stop_the_server_and_its_session_goe
         assert after.json()["response"].endswith("(messages received: 4)")
         history = (await client.get("/api/chat/history")).json()["messages"]
     assert [m["content"] for m in history if m["role"] == "user"] == ["before", "after"]
-    actor = server.service.system.find("session", client.cookies["sessionId"].split(".")[0])
-    assert actor is not None
+    stats = server.service.stats(kind="session", key=client.cookies["sessionId"].split(".")[0],
+                                 limit=1)
+    [actor] = stats.listed
     assert actor.restarts == 1
-    assert server.service.system.crashed_total["session"] == 1
+    assert stats.actors.crashed["session"] == 1
 
 
 async def test_a_full_mailbox_answers_429_at_once(

@@ -1,4 +1,11 @@
-"""The QuartTrio app factory and its serving lifespan."""
+"""The QuartTrio app factory and its serving lifespan.
+
+The chat service (``actors.service.open_chat_service``) lives in one task in the app's
+nursery, opened before serving starts. It closes when ``begin_drain`` is called (by
+``web.api.server.serve_app`` when its shutdown trigger fires, or at the latest when the
+lifespan shutdown begins): it drains for ``server.drain_s``, cancels what is left, then closes
+the upstream client, the in-process simulator and the store. Nothing else closes them.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,8 @@ from quart_schema import QuartSchema
 from quart_trio import QuartTrio
 
 from actors.config import Settings
-from actors.service import ChatService
-from actors.store import MemoryStore, Store
+from actors.service import ChatService, open_chat_service
+from actors.store import Store
 
 from . import debug_routes, health_routes, job_routes, session_routes
 from .cookies import CookieSigner
@@ -25,6 +32,10 @@ from .upstreams import open_upstream
 
 log = logging.getLogger("actorchat.web")
 
+# Room past server.drain_s for what closing does after the drain: jobs cut short write their
+# final record (at most 2 s), then the upstream and the store close.
+CLOSING_MARGIN_S = 5.0
+
 
 def _session_secret(settings: Settings) -> str:
     if settings.sessions.secret is not None:
@@ -37,9 +48,10 @@ def _session_secret(settings: Settings) -> str:
 
 
 def create_app(settings: Settings, store: Store | None = None) -> QuartTrio:
-    """Build the app. The actor system starts when serving starts and stops when it ends.
+    """Build the app. The chat service opens when serving starts and closes when it ends.
 
-    ``store`` replaces the one ``store.backend`` names (tests use this to inject faults).
+    ``store`` replaces the one ``store.backend`` names (tests use this to inject faults); the
+    service closes it too.
     """
     app = QuartTrio("actorchat")
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
@@ -62,37 +74,40 @@ def create_app(settings: Settings, store: Store | None = None) -> QuartTrio:
     for module in (session_routes, job_routes, health_routes, debug_routes):
         app.register_blueprint(module.blueprint)
 
-    stop_service = trio.CancelScope()
-    given_store = store
-    upstream_closed = trio.Event()
+    # QuartTrio.shutdown puts a deadline of BACKGROUND_TASK_SHUTDOWN_TIMEOUT (Quart's default:
+    # 5 s) on app.nursery before after_serving runs, and the service lives in that nursery:
+    # the deadline must leave the drain its server.drain_s and the final records their time.
+    app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.server.drain_s + CLOSING_MARGIN_S
 
     @app.before_serving
     async def _start() -> None:
-        # store.backend accepts only "memory" so far.
-        ttl = settings.sessions.ttl_s or None
-        store = given_store if given_store is not None else MemoryStore(session_ttl_s=ttl)
-        upstream, label = await open_upstream(settings, app.nursery, upstream_closed)
-        state.upstream_label = label
-        service = ChatService(settings, store, upstream, label)
-
-        async def run_service(*, task_status: trio.TaskStatus[ChatService]) -> None:
-            with stop_service:
-                await service.run(task_status=task_status)
-
-        state.service = await app.nursery.start(run_service)
+        state.service = await app.nursery.start(_run_service, settings, state, store)
 
     @app.after_serving
     async def _stop() -> None:
-        service = state.service
-        if service is not None:
-            drained = await service.drain(settings.server.drain_s)
-            if not drained:
-                log.warning("drain time over: cancelling %d actors", service.system.live())
-            stop_service.cancel()
-            if service.supervisor.upstream is not None:
-                with trio.CancelScope(shield=True):
-                    await service.supervisor.upstream.aclose()
-            await service.store.aclose()
-        upstream_closed.set()
+        begin_drain(app)  # if the server's shutdown trigger has not already
+        await state.service_closed.wait()
 
     return app
+
+
+def begin_drain(app: QuartTrio) -> None:
+    """Tell the app's chat service to refuse new work, drain, and close.
+
+    ``web.api.server.serve_app`` calls this the moment its shutdown trigger fires, so work in
+    flight gets ``server.drain_s`` while Hypercorn still serves the answers.
+    """
+    app.extensions["actorchat"].stop_requested.set()
+
+
+async def _run_service(
+    settings: Settings, state: AppState, store: Store | None,
+    *, task_status: trio.TaskStatus[ChatService],
+) -> None:
+    """The chat service's whole life, in the app's nursery: open, serve, drain, close."""
+    try:
+        async with open_chat_service(settings, open_upstream=open_upstream, store=store) as service:
+            task_status.started(service)
+            await state.stop_requested.wait()
+    finally:
+        state.service_closed.set()

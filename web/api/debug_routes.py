@@ -14,8 +14,9 @@ everything it shows arrives by that fetch and is rendered with ``textContent``, 
 A token in an address can end up in browser history; over loopback without a token no
 ``?token=`` is needed.
 
-Snapshots never await an actor: they read :meth:`actors.actor.Actor.stats`. The list is the
-``limit`` most recently active actors (``heapq.nlargest``, not a sort of every actor). No
+Everything shown comes from one frozen snapshot, ``ChatService.stats()``, which never awaits
+an actor. The list is the ``limit`` most recently active actors (``heapq.nlargest``, not a
+sort of every actor), and stats are taken only of those shown. No
 setting's secret value (API key, session secret, debug token) is ever written out; free-text
 fields (activity, last error) are scrubbed of them as a second line of defence.
 """
@@ -24,16 +25,13 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from dataclasses import asdict
 from datetime import UTC, datetime
-from heapq import nlargest
-from operator import attrgetter
 
 from quart import Blueprint, Response, jsonify, request
 
-from actors.actor import Actor, ActorStats
-from actors.service import ChatService
-from actors.session import SessionActor
-from actors.system import ActorSystem
+from actors.actor import ActorStats
+from actors.stats import ServiceStats
 
 from .debug_page import page_response
 from .errors import BadInput, Forbidden, Unauthorized, error_response, response_for
@@ -112,16 +110,6 @@ async def _no_store(response: Response) -> Response:
 # Snapshots
 
 
-def live_actors(system: ActorSystem, kind: str | None = None) -> list[Actor]:
-    """The live actors (of one kind, if given), without taking their stats.
-
-    ``ActorSystem.snapshot()`` builds an ``ActorStats`` for every actor, about 10 us each:
-    100 ms at 10,000 actors. Picking the actors first and taking stats only of those shown
-    keeps ``/debug/actors?limit=100`` near 10 ms.
-    """
-    return system.actors(kind)
-
-
 def _iso(timestamp: float) -> str:
     """Seconds since the epoch as ISO 8601 UTC with milliseconds, e.g. ...T23:30:00.123Z."""
     moment = datetime.fromtimestamp(timestamp, UTC)
@@ -162,28 +150,28 @@ def actor_body(stats: ActorStats, secret_values: list[str]) -> dict[str, object]
     }
 
 
-def totals_body(service: ChatService, upstream_label: str) -> dict[str, object]:
+def totals_body(stats: ServiceStats) -> dict[str, object]:
     """The system-wide numbers: actors, upstream calls, the rate gate, jobs."""
-    system, supervisor, jobs = service.system, service.supervisor, service.jobs
-    gate = supervisor.gate.describe()
+    actors, upstream, jobs = stats.actors, stats.upstream, stats.jobs
     return {
         "actors": {
-            "live": dict(sorted(system.live_by_kind().items())),
-            "started": dict(sorted(system.started_total.items())),
-            "stopped": dict(sorted(system.stopped_total.items())),
-            "crashed": dict(sorted(system.crashed_total.items())),
+            "live": dict(actors.live),
+            "started": dict(actors.started),
+            "stopped": dict(actors.stopped),
+            "crashed": dict(actors.crashed),
         },
         "upstream": {
-            "label": upstream_label,
-            "in_flight": supervisor.in_flight,
-            "calls": dict(sorted(supervisor.calls.items())),
-            "retries": supervisor.retries,
-            "gate": {"state": "open" if gate["open"] else "closed", **gate},
+            "label": upstream.label,
+            "in_flight": upstream.in_flight,
+            "calls": dict(upstream.calls),
+            "retries": upstream.retries,
+            "gate": {"state": "open" if upstream.gate.open else "closed",
+                     **asdict(upstream.gate)},
         },
         "jobs": {
-            "running": jobs.slots.running,
-            "queued": jobs.slots.queued,
-            "by_status": dict(jobs.statuses),
+            "running": jobs.running,
+            "queued": jobs.queued,
+            "by_status": dict(jobs.by_status),
         },
     }
 
@@ -213,23 +201,13 @@ async def actors() -> Response:
     state_filter = _parse_state(request.args.get("state"))
     limit = _parse_limit(request.args.get("limit"))
     kind = request.args.get("kind") or None
-    service = chat_service()
-    matching = live_actors(service.system, kind)
-    if state_filter is not None:
-        matching = [actor for actor in matching if actor.state == state_filter]
-    shown = nlargest(limit, matching, key=attrgetter("last_active"))
+    stats = chat_service().stats(kind=kind, state=state_filter, limit=limit)
     secret_values = _secret_values()
     return jsonify({
-        "actors": [actor_body(actor.stats(), secret_values) for actor in shown],
-        "matched": len(matching),
-        "totals": totals_body(service, app_state().upstream_label),
+        "actors": [actor_body(actor, secret_values) for actor in stats.listed],
+        "matched": stats.matched,
+        "totals": totals_body(stats),
     })
-
-
-def _find_live(service: ChatService, key: str, kind: str | None) -> Actor | None:
-    kinds = [kind] if kind else sorted(service.system.started_total)
-    found = [actor for name in kinds if (actor := service.system.find(name, key)) is not None]
-    return max(found, key=attrgetter("last_active"), default=None)
 
 
 @blueprint.get("/debug/actors/<key>")
@@ -239,15 +217,15 @@ async def actor(key: str) -> Response:
     Adds ``last_error`` and ``history_length``: for a session, the number of messages in its
     conversation (user and assistant); ``null`` for other kinds.
     """
-    service = chat_service()
-    live = _find_live(service, key, request.args.get("kind") or None)
-    if live is None:
+    kind = request.args.get("kind") or None
+    listed = chat_service().stats(key=key, kind=kind, limit=1).listed
+    if not listed:
         return error_response(404, "not_found", "no live actor has this key")
     secret_values = _secret_values()
-    stats = live.stats()
+    stats = listed[0]
     body = actor_body(stats, secret_values)
     body["last_error"] = _scrub(stats.last_error, secret_values)
-    body["history_length"] = len(live.history) if isinstance(live, SessionActor) else None
+    body["history_length"] = stats.history_length
     return jsonify(body)
 
 

@@ -20,17 +20,13 @@ async def readyz() -> tuple[Response, int]:
     """Ready when an upstream is configured and the store answers; 503 otherwise."""
     state = app_state()
     service = state.service
-    store_ok = False
-    if service is not None:
-        try:
-            store_ok = await service.store.ping()
-        except Exception:  # a store that cannot answer is simply not ready
-            store_ok = False
-    upstream_ok = service is not None and service.supervisor.upstream is not None
-    ready = store_ok and upstream_ok and service is not None and service.system.accepting
+    store_ok = service is not None and await service.ping_store()
+    stats = service.stats() if service is not None else None
+    upstream_ok = stats is not None and stats.upstream.configured
+    ready = store_ok and upstream_ok and stats is not None and stats.accepting
     body = {
         "status": "ready" if ready else "not ready",
-        "upstream": state.upstream_label,
+        "upstream": stats.upstream.label if stats is not None else "none",
         "upstream_configured": upstream_ok,
         "store": state.settings.store.backend,
         "store_reachable": store_ok,

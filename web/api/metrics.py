@@ -7,8 +7,8 @@ Two kinds of numbers:
   (``/chat/<trace_id>/response``), never the raw path, so neither a trace ID nor a typo'd URL
   becomes a label; a request that matched no rule is counted as route ``unmatched``. The hook
   does one dictionary look-up and two increments; the labelled children are cached.
-- **The actor system**, read at scrape time by :class:`ActorSystemCollector` from the live
-  ``ChatService``: nothing is counted twice and requests pay nothing for it.
+- **The chat service**, read at scrape time by :class:`ServiceCollector` from one
+  ``ChatService.stats()`` snapshot: nothing is counted twice and requests pay nothing for it.
 
 Each app gets its own :class:`~prometheus_client.CollectorRegistry` (several apps run in one
 test process; the global registry would mix them up). ``/metrics`` needs no token: it shows
@@ -27,7 +27,6 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from quart import Blueprint, Quart, Response, current_app, g, request
 
-from .debug_routes import live_actors
 from .state import AppState
 
 METRICS_KEY = "actorchat.metrics"
@@ -43,13 +42,11 @@ _LATENCY_BUCKETS = (
 blueprint = Blueprint("metrics", __name__)
 
 
-class ActorSystemCollector(Collector):
-    """Reads the actor system, the upstream supervisor and the job runner at scrape time.
+class ServiceCollector(Collector):
+    """Reads one ``ChatService.stats()`` snapshot at scrape time.
 
-    Yields nothing for them while the service is not running (before serving starts, after
-    it stops). Never awaits; the one cost that grows with the number of live actors is the
-    total mailbox depth, one channel ``statistics()`` per actor per scrape (about 3 ms per
-    1,000 actors).
+    Yields nothing for the service while it is not running (before serving starts). Never
+    awaits; the snapshot walks the live actors once (about 1 ms per 10,000).
     """
 
     def __init__(self, state: AppState) -> None:
@@ -63,51 +60,47 @@ class ActorSystemCollector(Collector):
         service = self._state.service
         if service is None:
             return
-        system, supervisor, jobs = service.system, service.supervisor, service.jobs
+        stats = service.stats()
+        actors, upstream, gate, jobs = stats.actors, stats.upstream, stats.upstream.gate, stats.jobs
 
         info = GaugeMetricFamily(
             "actorchat_upstream_info", "The upstream this server talks to.", labels=["upstream"]
         )
-        info.add_metric([self._state.upstream_label], 1)
+        info.add_metric([upstream.label], 1)
         yield info
 
         live = GaugeMetricFamily("actorchat_actors_live", "Live actors.", labels=["kind"])
-        for kind, count in sorted(system.live_by_kind().items()):
+        for kind, count in actors.live.items():
             live.add_metric([kind], count)
         yield live
         for name, documentation, counts in (
-            ("actorchat_actors_started", "Actors started since boot.", system.started_total),
-            ("actorchat_actors_stopped", "Actors stopped since boot.", system.stopped_total),
+            ("actorchat_actors_started", "Actors started since boot.", actors.started),
+            ("actorchat_actors_stopped", "Actors stopped since boot.", actors.stopped),
             ("actorchat_actors_crashed", "Unexpected errors in actors (restarted or stopped).",
-             system.crashed_total),
+             actors.crashed),
         ):
-            family = CounterMetricFamily(name, documentation, labels=["kind"])
-            for kind, count in sorted(counts.items()):
-                family.add_metric([kind], count)
-            yield family
+            yield _labelled_counter(name, documentation, "kind", counts)
         yield GaugeMetricFamily(
             "actorchat_mailbox_depth",
             "Messages waiting in all mailboxes, not counting those being handled.",
-            value=sum(actor.mailbox_depth() for actor in live_actors(system)),
+            value=actors.mailbox_depth,
         )
 
         yield GaugeMetricFamily(
-            "actorchat_upstream_in_flight", "Upstream calls in flight.",
-            value=supervisor.in_flight,
+            "actorchat_upstream_in_flight", "Upstream calls in flight.", value=upstream.in_flight,
         )
         yield _labelled_counter("actorchat_upstream_calls", "Upstream call attempts by outcome.",
-                                "outcome", supervisor.calls)
+                                "outcome", upstream.calls)
         yield CounterMetricFamily(
-            "actorchat_upstream_retries", "Upstream attempts retried.", value=supervisor.retries
+            "actorchat_upstream_retries", "Upstream attempts retried.", value=upstream.retries
         )
-        gate = supervisor.gate
         yield CounterMetricFamily(
             "actorchat_rate_gate_closures", "Times a 429 closed the shared rate gate.",
             value=gate.closures,
         )
         yield GaugeMetricFamily(
             "actorchat_rate_gate_open", "1 when the shared rate gate is open, 0 when closed.",
-            value=1 if gate.is_open() else 0,
+            value=1 if gate.open else 0,
         )
         yield GaugeMetricFamily(
             "actorchat_rate_gate_waiting", "Calls waiting for the rate gate to open.",
@@ -120,14 +113,12 @@ class ActorSystemCollector(Collector):
         )
 
         yield _labelled_counter("actorchat_jobs_finished", "Trace jobs finished, by final status.",
-                                "status", jobs.statuses)
+                                "status", jobs.by_status)
         yield GaugeMetricFamily(
-            "actorchat_jobs_running", "Trace jobs holding a running slot.",
-            value=jobs.slots.running,
+            "actorchat_jobs_running", "Trace jobs holding a running slot.", value=jobs.running,
         )
         yield GaugeMetricFamily(
-            "actorchat_jobs_queued", "Trace jobs waiting for a running slot.",
-            value=jobs.slots.queued,
+            "actorchat_jobs_queued", "Trace jobs waiting for a running slot.", value=jobs.queued,
         )
 
 
@@ -154,7 +145,7 @@ class AppMetrics:
             "Time from the start of handling to the response, by method and route.",
             ["method", "route"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
-        self.registry.register(ActorSystemCollector(state))
+        self.registry.register(ServiceCollector(state))
         # Labelled children cached by their labels: labels() takes a lock and validates.
         self._counted: dict[tuple[str, str, int], Counter] = {}
         self._timed: dict[tuple[str, str], Histogram] = {}

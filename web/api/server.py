@@ -1,4 +1,11 @@
-"""Serve the app under Hypercorn's Trio worker, with graceful shutdown on SIGINT/SIGTERM."""
+"""Serve the app under Hypercorn's Trio worker, with graceful shutdown on SIGINT/SIGTERM.
+
+Shutdown, in order: the trigger fires; the chat service stops taking work and drains for up
+to ``server.drain_s`` (``begin_drain``) while Hypercorn stops listening and closes idle
+connections; work still running at ``drain_s`` is cancelled, so turns answer 503
+``shutting_down`` and jobs are recorded ``failed``. Hypercorn's ``graceful_timeout`` is
+``drain_s`` plus a margin, so those answers are still written before it drops connections.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +16,20 @@ from collections.abc import Awaitable, Callable
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
+from quart_trio import QuartTrio
 
 from actors.config import Settings
 
-from .app import create_app
+from .app import CLOSING_MARGIN_S, begin_drain, create_app
 
 log = logging.getLogger("actorchat.web")
 
 
-def hypercorn_config(bind: str, graceful_s: float) -> HypercornConfig:
+def hypercorn_config(bind: str, drain_s: float) -> HypercornConfig:
+    """Hypercorn's settings; requests in flight at shutdown get ``drain_s`` and a margin."""
     config = HypercornConfig()
     config.bind = [bind]
-    config.graceful_timeout = graceful_s
+    config.graceful_timeout = drain_s + CLOSING_MARGIN_S
     config.accesslog = None  # our access log names the session; see web/api/logs.py
     config.errorlog = logging.getLogger("hypercorn.error")
     config.keep_alive_timeout = 75
@@ -41,10 +50,20 @@ async def serve_app(
     settings: Settings,
     bind: str | None = None,
     *,
+    app: QuartTrio | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = wait_for_signal,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve actorchat until ``shutdown_trigger`` returns; reports the bound URLs."""
-    app = create_app(settings)
+    """Serve actorchat (``app``, or one built from ``settings``) until ``shutdown_trigger``
+    returns and the drain is over; reports the bound URLs through ``task_status``."""
+    app = app if app is not None else create_app(settings)
     config = hypercorn_config(bind or settings.server.bind, settings.server.drain_s)
-    await serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)
+    trigger = shutdown_trigger
+
+    async def drain_then_stop_listening() -> None:
+        assert trigger is not None
+        await trigger()
+        begin_drain(app)
+
+    await serve(app, config, task_status=task_status,
+                shutdown_trigger=drain_then_stop_listening if trigger is not None else None)

@@ -1,9 +1,10 @@
-"""What the routes share: settings, the cookie signer and the running ChatService."""
+"""What the routes share: settings, the cookie signer, the running ChatService and its stop."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import trio
 from quart import current_app
 
 from actors.config import Settings
@@ -14,10 +15,17 @@ from .cookies import CookieSigner
 
 @dataclass
 class AppState:
+    """One app's shared state. ``service`` is set while the app serves (see web/api/app.py).
+
+    ``stop_requested`` tells the service to drain and close; ``service_closed`` is set once
+    it has closed everything it opened.
+    """
+
     settings: Settings
     signer: CookieSigner
     service: ChatService | None = None
-    upstream_label: str = "none"
+    stop_requested: trio.Event = field(default_factory=trio.Event)
+    service_closed: trio.Event = field(default_factory=trio.Event)
 
 
 def app_state() -> AppState:

@@ -1,0 +1,69 @@
+"""The one frozen snapshot the service gives of itself: ``ChatService.stats()``.
+
+``/debug`` and ``/metrics`` read only this. Every part is taken without awaiting, in one go,
+so the numbers agree with each other. Counters count since the service started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .actor import ActorStats
+
+
+@dataclass(frozen=True, slots=True)
+class ActorTotals:
+    """The actors, by kind."""
+
+    live: Mapping[str, int]  # live now
+    started: Mapping[str, int]  # started since boot
+    stopped: Mapping[str, int]  # stopped since boot (idle, evicted, finished, drained)
+    crashed: Mapping[str, int]  # unexpected errors in actors, restarted from or stopped
+    mailbox_depth: int  # messages waiting in all mailboxes, not counting those handled now
+
+
+@dataclass(frozen=True, slots=True)
+class GateStats:
+    """The shared rate gate."""
+
+    open: bool  # no 429 holds it closed
+    opens_in_s: float  # seconds until it opens (0 when open)
+    closures: int  # times a 429 closed it
+    waiting: int  # calls waiting in its line
+    pacing: bool  # the upstream reported a budget and calls are paced to it
+    budget_per_s: float | None  # the pace, when pacing
+    tokens: int | None  # calls that may start at once, when pacing
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamStats:
+    """The retrying upstream caller."""
+
+    label: str  # which upstream, without credentials
+    configured: bool  # False: every call fails with upstream_not_configured
+    in_flight: int  # attempts waiting for the upstream now
+    calls: Mapping[str, int]  # attempts by outcome: "ok", "rate_limited", error types
+    retries: int  # attempts that failed and were tried again
+    gate: GateStats
+
+
+@dataclass(frozen=True, slots=True)
+class JobStats:
+    """The trace-ID jobs."""
+
+    running: int  # jobs a worker is running
+    queued: int  # jobs admitted and waiting for a worker
+    by_status: Mapping[str, int]  # finished jobs by final status
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStats:
+    """Everything ``/debug`` and ``/metrics`` show, in one snapshot."""
+
+    accepting: bool  # False once shutdown has begun
+    actors: ActorTotals
+    listed: tuple[ActorStats, ...]  # the actors asked for, most recently active first
+    matched: int  # live actors that matched the filters, before the limit cut them
+    upstream: UpstreamStats
+    jobs: JobStats
