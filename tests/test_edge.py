@@ -13,10 +13,13 @@ import logging
 
 import pytest
 import trio
+from trio.testing import wait_all_tasks_blocked
 
 from .conftest import RunningServer, StartServer, make_settings
+from .held_simulator import open_held_simulator
 from .raw_http import (
     ConnectionLeftOpen,
+    RawResponse,
     exchange,
     open_stream,
     parse_responses,
@@ -282,3 +285,90 @@ async def test_requests_hypercorn_refuses_before_the_app_are_answered_and_closed
         (response,) = parse_responses(data)
         assert response.status in (400, 431)
         assert response.body == b""
+
+
+def _comparable(response: RawResponse) -> tuple[int, list[str], object]:
+    """Status, header names (without the per-request ones) and the JSON body minus timings."""
+    varying = {"date", "set-cookie", "server-timing"}
+    names = sorted(name for name, _ in response.headers if name not in varying)
+    return response.status, names, json.loads(response.body) if response.body else None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [CHAT_BODY, b'{"prompt": ""}', b"not json", b'{"prompt": "' + b"x" * 2000 + b'"}'],
+    ids=["turn", "empty prompt", "not json", "too large"],
+)
+async def test_the_fast_path_and_the_quart_view_answer_alike_header_for_header(
+    start_server: StartServer, simulator_url: str, body: bytes,
+) -> None:
+    server = await start_server(make_settings(simulator_url, server={"max_body_bytes": 1000}))
+    answers = []
+    for fast in (True, False):
+        use_fast_path(server, fast)
+        raw = request_bytes("POST", "/api/chat", headers=[("Connection", "close")], body=body)
+        (response,) = parse_responses(await exchange(server.url, raw))
+        answers.append(response)
+    fast_answer, view_answer = answers
+    assert _comparable(fast_answer) == _comparable(view_answer)
+    assert (fast_answer.header("set-cookie") is None) == (view_answer.header("set-cookie") is None)
+    assert (fast_answer.header("server-timing") is None) == (
+        view_answer.header("server-timing") is None
+    )
+
+
+def test_no_quart_hook_applies_to_post_api_chat_but_the_edges_own() -> None:
+    """The fast path skips Quart's hooks, so none may apply to its route but the edge's own
+    (which notes the URL rule; the fast path knows its rule) and the JSON redirect (its route
+    never redirects). A new app-wide or sessions-blueprint hook must go into the edge instead,
+    or the fast path must go."""
+    from web.api.app import create_app
+
+    app = create_app(make_settings(None, server={"access_log": True}))
+    assert [hook.__name__ for hook in app.before_request_funcs.get(None, [])] == ["_note_route"]
+    assert not app.before_request_funcs.get("sessions")
+    assert [hook.__name__ for hook in app.after_request_funcs.get(None, [])] == [
+        "_json_redirect"
+    ]
+    assert not app.after_request_funcs.get("sessions")
+    assert not app.teardown_request_funcs
+    assert not app.url_value_preprocessors
+
+
+async def test_every_request_is_counted_once_with_its_route_whichever_door_answered(
+    server: RunningServer,
+) -> None:
+    """The edge counts; Quart's hooks no longer do. A client that leaves is status 499."""
+    async with server.client() as client:
+        for fast in (True, False):
+            use_fast_path(server, fast)
+            assert (await client.post("/api/chat", json={"prompt": "hi"})).status_code == 200
+        await client.get(f"/chat/{'0' * 8}-0000-0000-0000-{'0' * 12}/response")
+        await client.get("/nope")
+        text = (await client.get("/metrics")).text
+    assert 'actorchat_http_requests_total{method="POST",route="/api/chat",status="200"} 2.0' \
+        in text
+    assert ('actorchat_http_requests_total{method="GET",route="/chat/<trace_id>/response",'
+            'status="404"} 1.0') in text
+    assert 'actorchat_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' \
+        in text
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast path", "quart view"])
+async def test_a_turn_whose_client_left_is_counted_as_status_499(
+    start_server: StartServer, fast: bool,
+) -> None:
+    async with open_held_simulator() as upstream:
+        server = await start_server(make_settings(upstream.url))
+        use_fast_path(server, fast)
+        stream = await open_stream(server.url)
+        await stream.send_all(request_bytes("POST", "/api/chat", body=CHAT_BODY))
+        with trio.fail_after(10):
+            await upstream.wait_until(lambda held: held.held == 1)
+        await stream.aclose()
+        await wait_all_tasks_blocked()  # the server has seen the client go
+        async with server.client() as client:
+            text = (await client.get("/metrics")).text
+        upstream.release()
+    assert 'actorchat_http_requests_total{method="POST",route="/api/chat",status="499"} 1.0' \
+        in text

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-from quart import Quart, Response, request
+from quart import Quart, request
 
 from .asgi import ASGIApp, Message, Receive, Scope, Send, answer_and_close
 from .errors import json_error
@@ -155,13 +155,14 @@ def install_edge(app: Quart, state: AppState) -> Edge:
     """
     app.url_map.merge_slashes = False  # /api//chat is not /api/chat: 404, not a 308
 
-    @app.after_request
-    async def _note_route(response: Response) -> Response:
+    @app.before_request
+    async def _note_route() -> None:
+        # Before, not after: a request cancelled in its handler (the client left) has its
+        # route too. A request that matched no rule keeps UNMATCHED_ROUTE.
         exchange: Exchange | None = request.scope.get(EXCHANGE_KEY)
         rule = request.url_rule
         if exchange is not None and rule is not None:
             exchange.route = rule.rule
-        return response
 
     edge = Edge(app.asgi_app, state, app.extensions)
     app.asgi_app = edge  # type: ignore[method-assign]
