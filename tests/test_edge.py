@@ -372,3 +372,23 @@ async def test_a_turn_whose_client_left_is_counted_as_status_499(
         upstream.release()
     assert 'actorchat_http_requests_total{method="POST",route="/api/chat",status="499"} 1.0' \
         in text
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast path", "quart view"])
+async def test_a_body_that_stalls_is_408_json_on_both_doors(
+    server: RunningServer, fast: bool,
+) -> None:
+    use_fast_path(server, fast)
+    server.app.config["BODY_TIMEOUT"] = 0.2
+    stream = await open_stream(server.url)
+    try:
+        await stream.send_all(request_bytes(
+            "POST", "/api/chat", headers=[("Content-Length", "100")]
+        ) + b'{"prompt": ')
+        (response,) = parse_responses(await read_until_closed(stream))
+    finally:
+        await stream.aclose()
+    assert response.status == 408
+    assert json.loads(response.body)["error"] == {
+        "type": "request_timeout", "message": "the request body did not arrive in time",
+    }

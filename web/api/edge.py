@@ -21,7 +21,7 @@ one URL per resource, ``/api//chat`` is a JSON 404.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
@@ -105,11 +105,13 @@ class Edge:
     untouched. Cancelling a request (the server shutting down) records it as unanswered.
     """
 
-    def __init__(self, inner: ASGIApp, state: AppState, extensions: dict[str, Any]) -> None:
+    def __init__(self, inner: ASGIApp, state: AppState, extensions: dict[str, Any],
+                 config: Mapping[str, Any]) -> None:
         self.inner = inner
         self.fast_chat = True
         self._state = state
         self._extensions = extensions
+        self._config = config  # Quart's: BODY_TIMEOUT, read per request as Quart reads it
         self._access_log = state.settings.server.access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -126,7 +128,8 @@ class Edge:
                                        read_first=self._state.settings.server.max_body_bytes)
             elif self.fast_chat and scope["method"] == "POST" and scope["path"] == CHAT_ROUTE:
                 exchange.route = CHAT_ROUTE
-                await serve_chat(self._state, scope, guard.receive, guard.send)
+                await serve_chat(self._state, scope, guard.receive, guard.send,
+                                 self._config["BODY_TIMEOUT"])
             else:
                 await self.inner(scope, guard.receive, guard.send)
         except Exception:
@@ -164,6 +167,6 @@ def install_edge(app: Quart, state: AppState) -> Edge:
         if exchange is not None and rule is not None:
             exchange.route = rule.rule
 
-    edge = Edge(app.asgi_app, state, app.extensions)
+    edge = Edge(app.asgi_app, state, app.extensions, app.config)
     app.asgi_app = edge  # type: ignore[method-assign]
     return edge

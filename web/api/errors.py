@@ -69,6 +69,7 @@ def status_of(error: errors.ActorChatError) -> int:
 
 
 BODY_TOO_LARGE = "the request body is larger than server.max_body_bytes"
+BODY_TOO_SLOW = "the request body did not arrive in time"
 
 
 def error_body(error_type: str, message: str) -> bytes:
@@ -123,10 +124,12 @@ def response_for(error: errors.ActorChatError) -> Response:
     return Response(body, status=status, headers=headers)
 
 
-def _http_type(status: int) -> str:
+def http_error_type(status: int) -> str:
+    """The error type for a plain HTTP status (``not_found``, ``request_timeout``...)."""
     return {
         400: "invalid_request",
         404: "not_found",
+        408: "request_timeout",
         405: "method_not_allowed",
         413: "payload_too_large",
         415: "unsupported_media_type",
@@ -167,7 +170,9 @@ def register_error_handlers(app: Quart) -> None:
         message = error.description or error.name
         if status == 413:
             message = BODY_TOO_LARGE
-        response = error_response(status, _http_type(status), message)
+        elif status == 408:
+            message = BODY_TOO_SLOW
+        response = error_response(status, http_error_type(status), message)
         if isinstance(error, MethodNotAllowed) and error.valid_methods:
             response.headers["Allow"] = ", ".join(error.valid_methods)  # RFC 9110 §15.5.6
         return response

@@ -34,7 +34,15 @@ from .asgi import (
     read_request_body,
     send_response,
 )
-from .errors import BODY_TOO_LARGE, TooLarge, error_parts, unexpected_error_parts
+from .errors import (
+    BODY_TOO_LARGE,
+    BODY_TOO_SLOW,
+    TooLarge,
+    error_parts,
+    http_error_type,
+    json_error,
+    unexpected_error_parts,
+)
 from .exchange import exchange_of
 from .state import AppState
 from .turn import TurnResult, claimed_session_id, run_turn
@@ -42,12 +50,15 @@ from .turn import TurnResult, claimed_session_id, run_turn
 ROUTE = "/api/chat"
 
 
-async def serve_chat(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
+async def serve_chat(
+    state: AppState, scope: Scope, receive: Receive, send: Send, body_timeout_s: float
+) -> None:
     """Answer one ``POST /api/chat``.
 
-    A body over ``server.max_body_bytes`` is 413 and the connection closes. If the client
-    disconnects, the turn is cancelled and nothing is sent; cancelling this coroutine does the
-    same.
+    A body over ``server.max_body_bytes`` is 413, one that takes longer than
+    ``body_timeout_s`` (Quart's ``BODY_TIMEOUT``, as in the Quart view) 408, and the
+    connection closes. If the client disconnects, the turn is cancelled and nothing is sent;
+    cancelling this coroutine does the same.
     """
     headers = scope["headers"]
     limit = state.settings.server.max_body_bytes
@@ -55,12 +66,18 @@ async def serve_chat(state: AppState, scope: Scope, receive: Receive, send: Send
     if declared is not None and declared > limit:
         await answer_and_close(scope, receive, send, error_parts(TooLarge(BODY_TOO_LARGE)))
         return
-    try:
-        body = await read_request_body(receive, limit)
-    except ClientLeft:
-        return
-    except TooLarge as error:
-        await answer_and_close(scope, receive, send, error_parts(error))
+    body = None
+    with trio.move_on_after(body_timeout_s):
+        try:
+            body = await read_request_body(receive, limit)
+        except ClientLeft:
+            return
+        except TooLarge as error:
+            await answer_and_close(scope, receive, send, error_parts(error))
+            return
+    if body is None:
+        parts = json_error(408, http_error_type(408), BODY_TOO_SLOW)
+        await answer_and_close(scope, receive, send, parts)
         return
     claimed = claimed_session_id(state, headers)
     exchange = exchange_of(scope)
