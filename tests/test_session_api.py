@@ -1,16 +1,47 @@
-"""Session chat over real HTTP: cookies, history, ordering, errors, crashes, busy mailboxes."""
+"""Session chat over real HTTP: cookies, history, ordering, errors, crashes, busy mailboxes.
+
+Every test here runs twice, once per door to ``POST /api/chat``: the ASGI fast path
+(``web/api/fast_path.py``) and the Quart view (the edge's ``fast_chat`` off). Both must
+behave alike in everything these tests see.
+"""
 
 from __future__ import annotations
 
+import base64
+from typing import Any
+
+import pytest
 import trio
 
 from actors.store import MemoryStore
 
-from .conftest import RunningServer, StartServer, StartSimulator, make_settings
+from .conftest import RunningServer, StartServer, make_settings
+from .held_simulator import open_held_simulator
+
+
+@pytest.fixture(params=["fast path", "quart view"])
+def chat_door(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def start_server(start_server: StartServer, chat_door: str) -> StartServer:
+    """The conftest's ``start_server``, with POST /api/chat served by ``chat_door``."""
+
+    async def start(*args: Any, **kwargs: Any) -> RunningServer:
+        server = await start_server(*args, **kwargs)
+        server.app.asgi_app.fast_chat = chat_door == "fast path"
+        return server
+
+    return start
 
 
 async def chat(client, prompt: str, **extra):
     return await client.post("/api/chat", json={"prompt": prompt, **extra})
+
+
+def session_id_of(cookie_value: str) -> str:
+    return cookie_value.split(".")[0]
 
 
 async def test_the_readme_conversation_keeps_history_through_the_cookie(
@@ -43,13 +74,23 @@ async def test_the_readme_conversation_keeps_history_through_the_cookie(
         assert history[2]["content"] == "What did I just ask?"
 
 
-async def test_session_id_in_the_cookie_has_at_least_128_random_bits(
+async def test_session_ids_in_cookies_are_distinct_and_carry_at_least_128_random_bits(
     server: RunningServer,
 ) -> None:
-    async with server.client() as client:
-        response = await chat(client, "hi")
-    session_id = response.cookies["sessionId"].split(".")[0]
-    assert len(session_id) >= 22  # 16 bytes in URL-safe base64
+    """64 new sessions: every ID distinct, and each of the first 128 bits both set and clear
+    somewhere among them (a fixed bit in 64 random IDs has odds of 2**-63; a counter, a
+    clock or a short random part leaves many bits fixed)."""
+    ids: list[bytes] = []
+    for _ in range(64):
+        async with server.client() as client:
+            response = await chat(client, "hi")
+        session_id = session_id_of(response.cookies["sessionId"])
+        ids.append(base64.urlsafe_b64decode(session_id + "=" * (-len(session_id) % 4)))
+    assert len(set(ids)) == 64
+    assert min(len(raw) for raw in ids) >= 16
+    numbers = [int.from_bytes(raw[:16], "big") for raw in ids]
+    for bit in range(128):
+        assert len({(number >> bit) & 1 for number in numbers}) == 2, f"bit {bit} never varies"
 
 
 async def test_two_clients_never_see_each_others_history(server: RunningServer) -> None:
@@ -117,14 +158,35 @@ async def test_fifty_concurrent_turns_on_one_session_are_all_kept_in_order(
         )
 
 
-async def test_delete_forgets_the_conversation(server: RunningServer) -> None:
+async def test_delete_forgets_the_conversation_and_the_next_turn_starts_a_new_session(
+    server: RunningServer,
+) -> None:
     async with server.client() as client:
-        await chat(client, "remember me")
+        first = await chat(client, "remember me")
+        old_cookie = first.cookies["sessionId"]
         deleted = await client.delete("/api/chat")
         assert deleted.status_code == 204
+        assert deleted.content == b""
+        cleared = deleted.headers["set-cookie"]
+        assert cleared.startswith("sessionId=")
+        assert "Max-Age=0" in cleared or "1970" in cleared
+        assert "sessionId" not in client.cookies
         assert (await client.get("/api/chat/history")).json()["messages"] == []
         again = await chat(client, "fresh start")
+        assert again.status_code == 200
         assert again.json()["response"].endswith("(messages received: 2)")
+        new_cookie = again.cookies["sessionId"]
+        assert session_id_of(new_cookie) != session_id_of(old_cookie)
+        history = (await client.get("/api/chat/history")).json()["messages"]
+    assert [m["content"] for m in history if m["role"] == "user"] == ["fresh start"]
+    # A client that ignores the cleared cookie and sends the old one gets a new session too.
+    async with server.client(cookies={"sessionId": old_cookie}) as stubborn:
+        assert (await stubborn.get("/api/chat/history")).json()["messages"] == []
+        revived = await chat(stubborn, "is anyone there?")
+    assert revived.json()["response"].endswith("(messages received: 2)")
+    assert session_id_of(revived.cookies["sessionId"]) not in (
+        session_id_of(old_cookie), session_id_of(new_cookie)
+    )
 
 
 async def test_every_bad_input_gets_its_status_and_a_json_error(
@@ -206,30 +268,41 @@ async def test_an_actor_that_raises_does_not_stop_the_server_and_its_session_goe
     assert stats.actors.crashed["session"] == 1
 
 
-async def test_a_full_mailbox_answers_429_at_once(
-    start_server: StartServer, start_simulator: StartSimulator
-) -> None:
-    slow = await start_simulator(latency_ms=1500)
-    server = await start_server(make_settings(slow, actors={"mailbox_size": 2}))
-    async with server.client() as client:
-        first = await chat(client, "one")  # creates the session (1.5 s)
-        assert first.status_code == 200
-        results: dict[str, int] = {}
+async def test_a_full_mailbox_answers_429_at_once(start_server: StartServer) -> None:
+    """One turn held upstream, then three more on a mailbox of 2: the first answer to come
+    back is the refusal, while every other turn still waits (it did not wait for the mailbox
+    to drain)."""
+    async with open_held_simulator() as upstream:
+        server = await start_server(make_settings(upstream.url, actors={"mailbox_size": 2}))
+        state = server.app.extensions["actorchat"]
+        cookies = {"sessionId": state.signer.sign(await server.service.new_session())}
+        responses: dict[str, Any] = {}
+        first_answer = trio.Event()
 
-        async def send(prompt: str) -> None:
-            results[prompt] = (await chat(client, prompt)).status_code
+        async def send(client, prompt: str) -> None:
+            responses[prompt] = await chat(client, prompt)
+            first_answer.set()
 
-        async with trio.open_nursery() as nursery:
-            for prompt in ("a", "b", "c"):  # one handled, two queued: the mailbox is full
-                nursery.start_soon(send, prompt)
-                await trio.sleep(0.05)
-            started = trio.current_time()
-            refused = await chat(client, "too many")
-            assert trio.current_time() - started < 0.5
-            assert refused.status_code == 429
-            assert int(refused.headers["retry-after"]) >= 1
-            assert refused.json()["error"]["type"] == "busy"
-    assert results == {"a": 200, "b": 200, "c": 200}
+        async with server.client(cookies=cookies) as client:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send, client, "a")
+                with trio.fail_after(10):
+                    await upstream.wait_until(lambda held: held.held == 1)  # "a" is handled
+                    for prompt in ("b", "c", "d"):
+                        nursery.start_soon(send, client, prompt)
+                    await first_answer.wait()
+                (refused,) = responses.values()
+                assert upstream.held == 1
+                assert refused.status_code == 429
+                assert int(refused.headers["retry-after"]) >= 1
+                assert refused.json()["error"]["type"] == "busy"
+                upstream.release()
+            history = (await client.get("/api/chat/history")).json()["messages"]
+    assert sorted(response.status_code for response in responses.values()) == [200, 200, 200, 429]
+    kept = [prompt for prompt, response in responses.items() if response.status_code == 200]
+    users = [m["content"] for m in history if m["role"] == "user"]
+    assert users[0] == "a"
+    assert sorted(users) == sorted(kept)
 
 
 async def test_health_and_openapi_describe_the_service(server: RunningServer) -> None:
@@ -246,24 +319,6 @@ async def test_health_and_openapi_describe_the_service(server: RunningServer) ->
     post = spec["paths"]["/api/chat"]["post"]
     assert "requestBody" in post
     assert {"200", "400", "413", "429"} <= set(post["responses"])
-
-
-async def test_the_quart_view_and_the_fast_path_answer_alike(server: RunningServer) -> None:
-    """Real traffic takes web/api/fast_path.py; Quart's test client takes the documented view."""
-    async with server.client() as client:
-        fast = await chat(client, "same prompt")
-        fast_error = await client.post("/api/chat", json={"prompt": ""})
-    test_client = server.app.test_client()
-    view = await test_client.post("/api/chat", json={"prompt": "same prompt"})
-    view_error = await test_client.post("/api/chat", json={"prompt": ""})
-    assert view.status_code == fast.status_code == 200
-    assert await view.get_json() == fast.json()
-    assert view.headers["set-cookie"].split("=")[0] == fast.headers["set-cookie"].split("=")[0]
-    assert "upstream;dur=" in view.headers["server-timing"]
-    assert view_error.status_code == fast_error.status_code == 400
-    assert await view_error.get_json() == fast_error.json()
-    again = await test_client.post("/api/chat", json={"prompt": "second"})
-    assert (await again.get_json())["response"].endswith("(messages received: 4)")
 
 
 async def test_one_access_line_per_request_names_the_session_not_the_text(
@@ -288,13 +343,18 @@ async def test_a_cookie_that_is_not_ascii_gets_a_new_session_not_an_error(
     server: RunningServer,
 ) -> None:
     async with server.client() as client:
-        for method, path in (("POST", "/api/chat"), ("GET", "/api/chat/history"),
-                             ("DELETE", "/api/chat")):
+        for method, path, status in (("POST", "/api/chat", 200), ("GET", "/api/chat/history", 200),
+                                     ("DELETE", "/api/chat", 204)):
             response = await client.request(
                 method, path, json={"prompt": "hi"} if method == "POST" else None,
                 headers={"cookie": "sessionId=abc.\u00e9".encode()},  # as curl sends it
             )
-            assert response.status_code in (200, 204), (method, response.text)
+            assert response.status_code == status, (method, response.text)
+            if method == "POST":
+                assert response.json()["response"].endswith("(messages received: 2)")
+                assert response.cookies["sessionId"]
+            if method == "GET":
+                assert response.json() == {"messages": []}
 
 
 async def test_cookies_split_over_several_headers_keep_the_session(
@@ -310,3 +370,68 @@ async def test_cookies_split_over_several_headers_keep_the_session(
         )
     assert "set-cookie" not in second.headers
     assert second.json()["response"].endswith("(messages received: 4)")
+
+
+async def _two_sessions(server: RunningServer) -> tuple[str, str]:
+    """Two sessions with one turn each ("alice", "bob"); their signed cookie values."""
+    values = []
+    for prompt in ("alice", "bob"):
+        async with server.client() as client:
+            values.append((await chat(client, prompt)).cookies["sessionId"])
+    return values[0], values[1]
+
+
+async def _user_turns(server: RunningServer, cookie_value: str) -> list[str]:
+    async with server.client(cookies={"sessionId": cookie_value}) as client:
+        messages = (await client.get("/api/chat/history")).json()["messages"]
+    return [m["content"] for m in messages if m["role"] == "user"]
+
+
+@pytest.mark.parametrize("split", [True, False], ids=["two headers", "one header"])
+async def test_two_different_session_cookies_name_no_session_on_any_route(
+    server: RunningServer, split: bool,
+) -> None:
+    """Ambiguity is refused the same way everywhere: history is empty, a turn starts a new
+    session, DELETE forgets neither (the rule is in web/api/cookies.py)."""
+    alice, bob = await _two_sessions(server)
+    if split:  # as HTTP/2 sends cookies: one header each
+        cookies = [("cookie", f"sessionId={alice}"), ("cookie", f"sessionId={bob}")]
+    else:
+        cookies = [("cookie", f"sessionId={alice}; sessionId={bob}")]
+    async with server.client() as client:
+        history = await client.get("/api/chat/history", headers=cookies)
+        assert history.json() == {"messages": []}
+        turn = await client.post("/api/chat", json={"prompt": "who am I?"}, headers=cookies)
+        assert turn.status_code == 200
+        assert turn.json()["response"].endswith("(messages received: 2)")
+        assert session_id_of(turn.cookies["sessionId"]) not in (
+            session_id_of(alice), session_id_of(bob)
+        )
+        assert (await client.delete("/api/chat", headers=cookies)).status_code == 204
+    assert await _user_turns(server, alice) == ["alice"]
+    assert await _user_turns(server, bob) == ["bob"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        'sessionId="{alice}"',
+        "sessionId={alice}; sessionId={alice}",
+        "sessionId=not-ours; sessionId={alice}",
+        "theme=dark;sessionId={alice} ; lang=en",
+    ],
+    ids=["quoted", "sent twice", "with an unsigned one", "among others"],
+)
+async def test_one_signed_session_cookie_names_that_session_on_every_route(
+    server: RunningServer, header: str,
+) -> None:
+    alice, _ = await _two_sessions(server)
+    cookies = [("cookie", header.format(alice=alice))]
+    async with server.client() as client:
+        history = (await client.get("/api/chat/history", headers=cookies)).json()["messages"]
+        assert [m["content"] for m in history if m["role"] == "user"] == ["alice"]
+        turn = await client.post("/api/chat", json={"prompt": "again"}, headers=cookies)
+        assert "set-cookie" not in turn.headers
+        assert turn.json()["response"].endswith("(messages received: 4)")
+        assert (await client.delete("/api/chat", headers=cookies)).status_code == 204
+    assert await _user_turns(server, alice) == []

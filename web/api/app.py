@@ -23,9 +23,8 @@ from actors.store import Store
 from . import debug_routes, health_routes, job_routes, session_routes
 from .cookies import CookieSigner
 from .docs import install_docs
+from .edge import install_edge
 from .errors import register_error_handlers
-from .fast_path import FastChatPath
-from .logs import install_access_log
 from .metrics import install_metrics
 from .state import AppState
 from .upstreams import open_upstream
@@ -67,10 +66,8 @@ def create_app(settings: Settings, store: Store | None = None) -> QuartTrio:
     state = AppState(settings=settings, signer=CookieSigner(_session_secret(settings)))
     app.extensions["actorchat"] = state
     register_error_handlers(app)
-    if settings.server.access_log:
-        install_access_log(app)
     install_metrics(app)
-    app.asgi_app = FastChatPath(app.asgi_app, state, app.extensions)  # type: ignore[method-assign]
+    install_edge(app, state)  # access log, request metrics, POST /api/chat's fast path
     for module in (session_routes, job_routes, health_routes, debug_routes):
         app.register_blueprint(module.blueprint)
 

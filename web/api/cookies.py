@@ -1,10 +1,12 @@
-"""Signed session cookies: a random ID of 128 bits and an HMAC-SHA256 of it."""
+"""Signed session cookies (a random ID of 128 bits and an HMAC-SHA256 of it), and the one
+reader of the session cookie that every route uses."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+from collections.abc import Iterable
 
 
 class CookieSigner:
@@ -32,3 +34,43 @@ class CookieSigner:
                                                      self._signature(session_id)):
             return None
         return session_id
+
+
+def session_id_in(
+    headers: Iterable[tuple[bytes, bytes]], cookie_name: str, signer: CookieSigner
+) -> str | None:
+    """The session the request's cookies name: the one parser and the one rule, every route.
+
+    Reads every ``Cookie`` header (HTTP/2 clients send one per cookie) and every
+    ``<cookie_name>=`` pair in them, with surrounding double quotes taken off (RFC 6265
+    allows a quoted cookie-value; werkzeug and the browsers' own parsers unquote it). Values
+    this secret did not sign are ignored, as an unrelated app's cookie of the same name would
+    be. The rule for the rest:
+
+    - one signed session ID (sent once or several times): that session;
+    - none: None, and a turn starts a new session;
+    - two different signed IDs: None as well. The server cannot tell which one the user
+      meant, and picking one lets a cookie planted for a more specific path or a parent
+      domain (cookie tossing) steer the user's prompts into a session its planter can read.
+      Starting a new, empty session is the DESIGN.md rule for any cookie that does not
+      plainly name the user's own session: never someone else's.
+    """
+    wanted = cookie_name.encode()
+    found: str | None = None
+    for name, value in headers:
+        if name.lower() != b"cookie":
+            continue
+        for pair in value.split(b";"):
+            key, equals, raw = pair.partition(b"=")
+            if not equals or key.strip() != wanted:
+                continue
+            raw = raw.strip()
+            if len(raw) >= 2 and raw.startswith(b'"') and raw.endswith(b'"'):
+                raw = raw[1:-1]
+            session_id = signer.unsign(raw.decode("latin-1"))
+            if session_id is None:
+                continue
+            if found is not None and session_id != found:
+                return None
+            found = session_id
+    return found

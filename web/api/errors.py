@@ -6,11 +6,14 @@ import json
 import logging
 import math
 
-from quart import Quart, Response
+from quart import Quart, Response, request
 from quart_schema import RequestSchemaValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import RequestRedirect
 
 from actors import errors
+
+from .logs import escape_control
 
 log = logging.getLogger("actorchat.web")
 
@@ -66,6 +69,7 @@ def status_of(error: errors.ActorChatError) -> int:
 
 
 BODY_TOO_LARGE = "the request body is larger than server.max_body_bytes"
+BODY_TOO_SLOW = "the request body did not arrive in time"
 
 
 def error_body(error_type: str, message: str) -> bytes:
@@ -105,15 +109,27 @@ def error_parts(error: errors.ActorChatError) -> ErrorParts:
     return json_error(status, error.type, error.message, retry_after)
 
 
+def unexpected_error_parts(method: str, path: str) -> ErrorParts:
+    """Log the exception being handled, with its traceback, and build the bare 500.
+
+    Both doors to a route call this, so an unexpected error reads the same in the log and on
+    the wire whichever answered; the error's text never reaches the client.
+    """
+    log.exception("unhandled error in %s %s", method, escape_control(path))
+    return json_error(500, "internal_error", "the server failed to handle this request")
+
+
 def response_for(error: errors.ActorChatError) -> Response:
     status, body, headers = error_parts(error)
     return Response(body, status=status, headers=headers)
 
 
-def _http_type(status: int) -> str:
+def http_error_type(status: int) -> str:
+    """The error type for a plain HTTP status (``not_found``, ``request_timeout``...)."""
     return {
         400: "invalid_request",
         404: "not_found",
+        408: "request_timeout",
         405: "method_not_allowed",
         413: "payload_too_large",
         415: "unsupported_media_type",
@@ -121,7 +137,24 @@ def _http_type(status: int) -> str:
 
 
 def register_error_handlers(app: Quart) -> None:
-    """Turn every exception a route can raise into a JSON error response."""
+    """Turn every exception a route can raise into a JSON error response.
+
+    Werkzeug's routing redirects (``RequestRedirect``: a rule ending in ``/`` asked for
+    without it) bypass error handlers and answer HTML; an after-request hook gives them a
+    JSON body. (The edge turns off slash merging, the other source of them.)
+    """
+
+    @app.after_request
+    async def _json_redirect(response: Response) -> Response:
+        redirect = request.routing_exception
+        if not isinstance(redirect, RequestRedirect):
+            return response
+        status, body, headers = json_error(
+            redirect.code, "moved", f"this resource is at {redirect.new_url}"
+        )
+        moved = Response(body, status=status, headers=headers)
+        moved.headers["Location"] = redirect.new_url
+        return moved
 
     @app.errorhandler(errors.ActorChatError)
     async def _domain(error: errors.ActorChatError) -> Response:
@@ -137,9 +170,14 @@ def register_error_handlers(app: Quart) -> None:
         message = error.description or error.name
         if status == 413:
             message = BODY_TOO_LARGE
-        return error_response(status, _http_type(status), message)
+        elif status == 408:
+            message = BODY_TOO_SLOW
+        response = error_response(status, http_error_type(status), message)
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            response.headers["Allow"] = ", ".join(error.valid_methods)  # RFC 9110 §15.5.6
+        return response
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:
-        log.exception("unhandled error")
-        return error_response(500, "internal_error", "the server failed to handle this request")
+        status, body, headers = unexpected_error_parts(request.method, request.path)
+        return Response(body, status=status, headers=headers)

@@ -1,100 +1,105 @@
 """``POST /api/chat`` straight from ASGI: the hottest route without Quart's per-request work.
 
-Measured on one core: Quart's request/response machinery costs about 300 us per request
-(/healthz: 1,100 us under Quart, 790 us as a bare ASGI app under the same Hypercorn), some
-12% of a chat turn. This middleware, installed as ``app.asgi_app`` (Quart's place for ASGI
-middleware), answers ``POST /api/chat`` itself with the same handler the Quart view runs
-(``web.turn.run_turn``), and passes every other request, and the lifespan, on to Quart. The
-access log line and the request metrics are the same as for any other route.
+Why it stays (issue 8, measured back to back with ``make bench`` scenario (a), 64
+conversations x 10 turns, one core): 532-591 turns/s through this path, 378-393 through the
+Quart view; the target is 500. Quart's request context, URL matching, hooks, response object
+and per-request nursery cost about 250 us on ``GET /healthz`` in-process, and more under
+load.
+
+It is not a second stack: the edge (``web/api/edge.py``) calls it with the same
+:class:`~web.api.exchange.Exchange` it keeps for every route, so the access line and the
+metrics are the edge's, as for any route. The session comes from the one cookie reader
+(:func:`web.api.turn.claimed_session_id`), the turn and its errors from
+:func:`web.api.turn.run_turn`, an unexpected error from
+:func:`web.api.errors.unexpected_error_parts`, exactly as in the Quart view. The route has no
+Quart hook to skip (``tests/test_edge.py`` pins that). The session API tests run against both
+doors; ``ActorChat``'s edge setting ``fast_chat = False`` sends the route to Quart.
+
+Like Quart, it cancels the handler when the client disconnects; a response is sent through
+ASGI messages, so a streamed answer is more ``http.response.body`` messages in the same
+watched scope.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+import trio
 
-from .errors import BODY_TOO_LARGE, json_error
-from .logs import log_access
-from .metrics import METRICS_KEY, AppMetrics
+from .asgi import (
+    ClientLeft,
+    Receive,
+    Scope,
+    Send,
+    answer_and_close,
+    declared_length,
+    read_request_body,
+    send_response,
+)
+from .errors import (
+    BODY_TOO_LARGE,
+    BODY_TOO_SLOW,
+    TooLarge,
+    error_parts,
+    http_error_type,
+    json_error,
+    unexpected_error_parts,
+)
+from .exchange import exchange_of
 from .state import AppState
-from .turn import TurnResult, run_turn
-
-log = logging.getLogger("actorchat.web")
-
-ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+from .turn import TurnResult, claimed_session_id, run_turn
 
 ROUTE = "/api/chat"
 
 
-class FastChatPath:
-    """ASGI middleware that serves ``POST /api/chat`` and hands the rest to ``inner``."""
+async def serve_chat(
+    state: AppState, scope: Scope, receive: Receive, send: Send, body_timeout_s: float
+) -> None:
+    """Answer one ``POST /api/chat``.
 
-    def __init__(self, inner: ASGIApp, state: AppState, extensions: dict[str, Any]) -> None:
-        self._inner = inner
-        self._state = state
-        self._extensions = extensions
-        self._cookie_prefix = state.settings.sessions.cookie_name.encode() + b"="
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != ROUTE or scope["method"] != "POST":
-            await self._inner(scope, receive, send)
-            return
-        started = time.perf_counter()
-        result = await self._answer(scope, receive)
-        if result is None:
-            return  # the client left before sending its whole body
-        await send({
-            "type": "http.response.start",
-            "status": result.status,
-            "headers": [
-                (b"content-length", str(len(result.body)).encode()),
-                *((name.encode("latin-1"), value.encode("latin-1"))
-                  for name, value in result.headers),
-            ],
-        })
-        await send({"type": "http.response.body", "body": result.body})
-        elapsed = time.perf_counter() - started
-        metrics: AppMetrics | None = self._extensions.get(METRICS_KEY)
-        if metrics is not None:
-            metrics.observe("POST", ROUTE, result.status, elapsed)
-        if self._state.settings.server.access_log:
-            log_access("POST", ROUTE, result.status, elapsed * 1000, result.log_id)
-
-    async def _answer(self, scope: dict[str, Any], receive: Any) -> TurnResult | None:
-        limit = self._state.settings.server.max_body_bytes
-        cookie = None
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                return _too_large()
-            if name == b"cookie":  # a client may split its cookies over several headers
-                cookie = self._session_cookie(value) or cookie
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            body += message.get("body", b"")
-            if len(body) > limit:
-                return _too_large()
-            if not message.get("more_body", False):
-                break
+    A body over ``server.max_body_bytes`` is 413, one that takes longer than
+    ``body_timeout_s`` (Quart's ``BODY_TIMEOUT``, as in the Quart view) 408, and the
+    connection closes. If the client disconnects, the turn is cancelled and nothing is sent;
+    cancelling this coroutine does the same.
+    """
+    headers = scope["headers"]
+    limit = state.settings.server.max_body_bytes
+    declared = declared_length(headers)
+    if declared is not None and declared > limit:
+        await answer_and_close(scope, receive, send, error_parts(TooLarge(BODY_TOO_LARGE)))
+        return
+    body = None
+    with trio.move_on_after(body_timeout_s):
         try:
-            return await run_turn(self._state, bytes(body), cookie)
+            body = await read_request_body(receive, limit)
+        except ClientLeft:
+            return
+        except TooLarge as error:
+            await answer_and_close(scope, receive, send, error_parts(error))
+            return
+    if body is None:
+        parts = json_error(408, http_error_type(408), BODY_TOO_SLOW)
+        await answer_and_close(scope, receive, send, parts)
+        return
+    claimed = claimed_session_id(state, headers)
+    exchange = exchange_of(scope)
+    answered = False
+    async with trio.open_nursery() as nursery:
+
+        async def cancel_when_client_leaves() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not answered:
+                nursery.cancel_scope.cancel()
+
+        nursery.start_soon(cancel_when_client_leaves)
+        try:
+            result = await run_turn(state, body, claimed)
         except Exception:
-            log.exception("unhandled error in POST %s", ROUTE)
-            return TurnResult(
-                *json_error(500, "internal_error", "the server failed to handle this request")
-            )
-
-    def _session_cookie(self, header: bytes) -> str | None:
-        for part in header.split(b";"):
-            part = part.strip()
-            if part.startswith(self._cookie_prefix):
-                return part[len(self._cookie_prefix):].decode("latin-1")
-        return None
-
-
-def _too_large() -> TurnResult:
-    return TurnResult(*json_error(413, "payload_too_large", BODY_TOO_LARGE))
+            result = TurnResult(*unexpected_error_parts("POST", ROUTE))
+        if exchange is not None:
+            exchange.log_id = result.log_id
+        await send_response(send, result.status, result.body, result.headers)
+        answered = True
+        # The watcher ends on the http.disconnect that an ASGI server sends once the response
+        # is complete: no cancellation on the way out (cancelling it cost ~60 us a turn).
+        # A server that never sends it (Quart's test client) is given a second.
+        nursery.cancel_scope.deadline = trio.current_time() + 1.0

@@ -6,13 +6,14 @@ import hashlib
 import json
 import uuid
 
-from quart import Blueprint, Response, g, jsonify, request
+from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_querystring, document_request, document_response
 
 from actors.errors import JobNotFound
 from actors.store import JobRecord
 
 from .errors import BadInput
+from .exchange import note_log_id
 from .models import (
     ErrorBody,
     JobAccepted,
@@ -83,7 +84,7 @@ async def submit() -> tuple[Response, int]:
     record, replayed = await chat_service().submit_job(
         body.message, model, temperature, idempotency_key=key, fingerprint=fingerprint
     )
-    g.log_id = record.trace_id
+    note_log_id(request.scope, record.trace_id)
     response = jsonify(
         {"traceId": record.trace_id, "message": ACCEPTED_MESSAGE, "status": record.status}
     )
@@ -105,7 +106,7 @@ async def result(trace_id: str) -> Response:
     or N seconds pass.
     """
     trace_id = _trace_id(trace_id)
-    g.log_id = trace_id
+    note_log_id(request.scope, trace_id)
     longest = app_state().settings.jobs.max_wait_s
     try:
         wait_s = float(request.args.get("wait", "0"))
@@ -123,6 +124,6 @@ async def result(trace_id: str) -> Response:
 async def cancel(trace_id: str) -> Response:
     """Cancel a job that is still queued or running; a finished job is left as it is."""
     trace_id = _trace_id(trace_id)
-    g.log_id = trace_id
+    note_log_id(request.scope, trace_id)
     record = await chat_service().cancel_job(trace_id)
     return jsonify(_result_body(record))

@@ -2,11 +2,12 @@
 
 Two kinds of numbers:
 
-- **Requests**, counted in a before/after-request hook: a counter by method, route and status
-  and a latency histogram by method and route. The route is the URL rule
-  (``/chat/<trace_id>/response``), never the raw path, so neither a trace ID nor a typo'd URL
-  becomes a label; a request that matched no rule is counted as route ``unmatched``. The hook
-  does one dictionary look-up and two increments; the labelled children are cached.
+- **Requests**, counted by the edge (``web/api/edge.py``) when each request ends, whichever
+  path answered it: a counter by method, route and status and a latency histogram by method
+  and route. The route is the URL rule (``/chat/<trace_id>/response``), never the raw path,
+  so neither a trace ID nor a typo'd URL becomes a label; a request that matched no rule is
+  counted as route ``unmatched``, one whose client left before an answer as status 499.
+  Counting does one dictionary look-up and two increments; the labelled children are cached.
 - **The chat service**, read at scrape time by :class:`ServiceCollector` from one
   ``ChatService.stats()`` snapshot: nothing is counted twice and requests pay nothing for it.
 
@@ -18,21 +19,24 @@ is shown with any ``user:password@`` part of its URL removed.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
-from quart import Blueprint, Quart, Response, current_app, g, request
+from quart import Blueprint, Quart, Response, current_app
 
 from .state import AppState
 
 METRICS_KEY = "actorchat.metrics"
-UNMATCHED_ROUTE = "unmatched"
 # Any other method is counted as "OTHER": a client must not be able to mint label values.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The method as a metric label: one of the standard methods, or ``OTHER``."""
+    return method if method in _METHODS else "OTHER"
 
 # Chat turns go from a millisecond (simulator) to a minute (a slow model with retries).
 _LATENCY_BUCKETS = (
@@ -169,30 +173,13 @@ class AppMetrics:
 
 
 def install_metrics(app: Quart) -> AppMetrics:
-    """Give ``app`` its own registry, count every request, and serve ``GET /metrics``.
+    """Give ``app`` its own registry and serve ``GET /metrics``; the edge
+    (``web/api/edge.py``) counts every request into it.
 
     Call after the app's :class:`~web.state.AppState` is in ``app.extensions["actorchat"]``.
     """
     metrics = AppMetrics(app.extensions["actorchat"])
     app.extensions[METRICS_KEY] = metrics
-
-    @app.before_request
-    async def _start_timer() -> None:
-        g.metrics_started = time.perf_counter()
-
-    @app.after_request
-    async def _count_request(response: Response) -> Response:
-        started = g.get("metrics_started")
-        rule = request.url_rule
-        method = request.method
-        metrics.observe(
-            method if method in _METHODS else "OTHER",
-            rule.rule if rule is not None else UNMATCHED_ROUTE,
-            response.status_code,
-            time.perf_counter() - started if started is not None else 0.0,
-        )
-        return response
-
     app.register_blueprint(blueprint)
     return metrics
 

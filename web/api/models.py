@@ -112,11 +112,17 @@ async def read_body(model: type[Model]) -> Model:
 
 
 def parse_body(raw: bytes, model: type[Model]) -> Model:
-    """Parse a JSON object body into ``model``; raises BadInput (400)."""
+    """Parse a JSON object body into ``model``; raises BadInput (400).
+
+    JSON nested deeper than the interpreter's recursion limit (about 1,000 levels: ``[[[...``)
+    makes ``json.loads`` raise RecursionError; that is the client's error, not ours.
+    """
     try:
         data: Any = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadInput("the request body is not valid JSON") from None
+    except RecursionError:
+        raise BadInput("the request body is JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise BadInput("the request body must be a JSON object")
     try:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, g, jsonify, request
+from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_request, document_response
 
+from .exchange import note_log_id
 from .models import ChatReply, ChatRequest, ErrorBody, History
 from .state import app_state, chat_service
-from .turn import run_turn
+from .turn import claimed_session_id, run_turn
 
 blueprint = Blueprint("sessions", __name__)
 
 
 def _cookie_session_id() -> str | None:
-    state = app_state()
-    return state.signer.unsign(request.cookies.get(state.settings.sessions.cookie_name))
+    return claimed_session_id(app_state(), request.scope["headers"])
 
 
 @blueprint.post("/api/chat")
@@ -31,13 +31,13 @@ async def chat() -> Response:
 
     The first request (no cookie, or a cookie that is tampered or unknown) starts a new session
     and sets the ``sessionId`` cookie. The reply carries a ``Server-Timing`` header. Served
-    from ASGI by ``web/api/fast_path.py`` when the app runs under a server; this view documents the
-    route and serves Quart's test client, with the same handler.
+    from ASGI by ``web/api/fast_path.py`` while the edge's ``fast_chat`` is on (the default);
+    this view documents the route and serves it otherwise, with the same functions.
     """
     state = app_state()
     raw = await request.get_data(cache=False)
-    result = await run_turn(state, raw, request.cookies.get(state.settings.sessions.cookie_name))
-    g.log_id = result.log_id
+    result = await run_turn(state, raw, _cookie_session_id())
+    note_log_id(request.scope, result.log_id)
     return Response(result.body, status=result.status, headers=result.headers)
 
 
@@ -47,7 +47,7 @@ async def history() -> Response:
     """The cookie's conversation, oldest first, without the system prompt."""
     session_id = _cookie_session_id()
     messages = await chat_service().history(session_id) if session_id else []
-    g.log_id = session_id
+    note_log_id(request.scope, session_id)
     return jsonify({"messages": [{"role": role, "content": text} for role, text in messages]})
 
 
@@ -57,7 +57,7 @@ async def forget() -> Response:
     """Forget the cookie's conversation and clear the cookie (204)."""
     session_id = _cookie_session_id()
     if session_id is not None:
-        g.log_id = session_id
+        note_log_id(request.scope, session_id)
         await chat_service().forget(session_id)
     response = Response("", status=204)
     response.delete_cookie(app_state().settings.sessions.cookie_name, path="/")

@@ -1,19 +1,23 @@
-"""One session turn, framework-free: bytes and a cookie in, status, body and headers out.
+"""One session turn, framework-free: body bytes and a session ID in, status, body and headers
+out.
 
-Both doors to ``POST /api/chat`` run this: the Quart view (documented by quart-schema, used
-by Quart's test client) and the ASGI fast path in ``web/api/fast_path.py`` that real traffic takes.
+Both doors to ``POST /api/chat`` run this: the ASGI fast path (``web/api/fast_path.py``) that
+real traffic takes, and the Quart view (documented by quart-schema, served when the edge's
+``fast_chat`` is off). Both find the session with :func:`claimed_session_id`.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from werkzeug.http import dump_cookie
 
 from actors.errors import ActorChatError
 
+from .cookies import session_id_in
 from .errors import error_parts
 from .models import ChatRequest, check_length, parse_body
 from .state import AppState
@@ -38,18 +42,24 @@ def session_cookie(state: AppState, session_id: str) -> str:
     )
 
 
-async def known_session_id(state: AppState, cookie_value: str | None) -> str | None:
-    """The session the cookie names, if it is signed by us and the session exists."""
-    session_id = state.signer.unsign(cookie_value)
-    if session_id is not None and state.service is not None and \
-            await state.service.session_exists(session_id):
-        return session_id
+def claimed_session_id(state: AppState, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The session ID the request's cookies name (signed by us), existing or not; the rule
+    for several cookies is :func:`web.api.cookies.session_id_in`'s."""
+    return session_id_in(headers, state.settings.sessions.cookie_name, state.signer)
+
+
+async def known_session_id(state: AppState, claimed: str | None) -> str | None:
+    """``claimed`` if that session exists, else None."""
+    if claimed is not None and state.service is not None and \
+            await state.service.session_exists(claimed):
+        return claimed
     return None
 
 
-async def run_turn(state: AppState, raw_body: bytes, cookie_value: str | None) -> TurnResult:
+async def run_turn(state: AppState, raw_body: bytes, claimed: str | None) -> TurnResult:
     """Validate the body, find or start the session, run the turn, build the reply.
 
+    ``claimed`` is :func:`claimed_session_id`'s answer; an unknown session starts a new one.
     Domain errors become their JSON error response; a new session's cookie is set on errors
     too, so a client that retries continues the same session. Other exceptions propagate.
     """
@@ -61,7 +71,7 @@ async def run_turn(state: AppState, raw_body: bytes, cookie_value: str | None) -
         check_length(body.prompt, settings.chat.max_prompt_chars, "prompt")
         if state.service is None:
             raise RuntimeError("the chat service is not running")
-        session_id = await known_session_id(state, cookie_value)
+        session_id = await known_session_id(state, claimed)
         if session_id is None:
             session_id = await state.service.new_session()
             result.headers.append(("Set-Cookie", session_cookie(state, session_id)))
