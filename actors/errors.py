@@ -158,3 +158,13 @@ class UpstreamCertificateError(UpstreamError):
 
     type = "upstream_tls_error"
     transient = False
+
+
+class StoreUnavailable(RetryableError):
+    """The store did not answer (Redis down, unreachable or too slow); retry later.
+
+    Raised by a store call instead of the client library's own error. A write that raised it
+    may or may not have been applied.
+    """
+
+    type = "store_unavailable"

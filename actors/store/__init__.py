@@ -1,6 +1,7 @@
 """Stores for session histories and job results."""
 
-from .base import JobRecord, Message, SessionSnapshot, Store, StoreUnavailable
+from ..errors import StoreUnavailable
+from .base import JobRecord, Message, SessionSnapshot, Store
 from .factory import open_store
 from .memory import MemoryStore
 

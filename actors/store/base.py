@@ -19,8 +19,6 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import RetryableError
-
 # One chat message as stored: (role, content). Tuples keep an idle session small.
 Message = tuple[str, str]
 
@@ -57,16 +55,6 @@ class JobRecord:
     @property
     def finished(self) -> bool:
         return self.status in ("completed", "failed", "cancelled")
-
-
-class StoreUnavailable(RetryableError):
-    """The store did not answer (Redis down, unreachable or too slow); retry later.
-
-    Raised by a store call instead of the client library's own error. A write that raised it
-    may or may not have been applied.
-    """
-
-    type = "store_unavailable"
 
 
 class SessionStore(Protocol):

@@ -29,7 +29,8 @@ import trio
 from coredis import exceptions as redis_errors
 from coredis.retry import NoRetryPolicy
 
-from .base import JobRecord, Message, SessionSnapshot, StoreUnavailable, new_session_version
+from ..errors import StoreUnavailable
+from .base import JobRecord, Message, SessionSnapshot, new_session_version
 from .redis_lua import APPEND, CLAIM, CREATE, LOAD, Lua
 
 T = TypeVar("T")
