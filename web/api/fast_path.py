@@ -1,23 +1,24 @@
 """``POST /api/chat`` straight from ASGI: the hottest route without Quart's per-request work.
 
-Why it stays (issue 8, measured back to back with ``make bench`` scenario (a), 64
-conversations x 10 turns, one core): 532-591 turns/s through this path, 378-393 through the
-Quart view; the target is 500. Quart's request context, URL matching, hooks, response object
-and per-request nursery cost about 250 us on ``GET /healthz`` in-process, and more under
-load.
+Why it stays (issue 8). ``make bench`` scenario (a), 64 conversations x 10 turns, server on
+one core, back to back on a quiet machine: 532-591 turns/s through the fast path, 378-393
+with the route sent to the Quart view; the target is 500. In-process, with the chat service
+stubbed out so only the web layer counts: about 120 us of CPU per turn here (of which ~60 us
+is the disconnect watcher below, ~20 us the edge), 320-400 us through the Quart view
+(request context, URL matching, hooks, response object, a nursery and two tasks).
 
 It is not a second stack: the edge (``web/api/edge.py``) calls it with the same
 :class:`~web.api.exchange.Exchange` it keeps for every route, so the access line and the
 metrics are the edge's, as for any route. The session comes from the one cookie reader
 (:func:`web.api.turn.claimed_session_id`), the turn and its errors from
 :func:`web.api.turn.run_turn`, an unexpected error from
-:func:`web.api.errors.unexpected_error_parts`, exactly as in the Quart view. The route has no
-Quart hook to skip (``tests/test_edge.py`` pins that). The session API tests run against both
-doors; ``ActorChat``'s edge setting ``fast_chat = False`` sends the route to Quart.
+:func:`web.api.errors.unexpected_error_parts`, exactly as in the Quart view. No Quart hook
+applies to the route but the edge's own (``tests/test_edge.py`` pins that). The session API
+tests run through both doors: ``app.asgi_app.fast_chat = False`` sends the route to Quart.
 
-Like Quart, it cancels the handler when the client disconnects; a response is sent through
-ASGI messages, so a streamed answer is more ``http.response.body`` messages in the same
-watched scope.
+Like Quart, it cancels the turn when the client disconnects. The response goes out as ASGI
+messages inside that watched scope, so a streamed answer (issue 9) is more
+``http.response.body`` messages there, with ``answered`` set before the last one.
 """
 
 from __future__ import annotations
