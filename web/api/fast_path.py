@@ -38,6 +38,7 @@ from .asgi import (
 from .errors import (
     BODY_TOO_LARGE,
     BODY_TOO_SLOW,
+    ErrorParts,
     TooLarge,
     error_parts,
     http_error_type,
@@ -67,18 +68,19 @@ async def serve_chat(
     if declared is not None and declared > limit:
         await answer_and_close(scope, receive, send, error_parts(TooLarge(BODY_TOO_LARGE)))
         return
-    body = None
-    with trio.move_on_after(body_timeout_s):
+    body = b""
+    refusal: ErrorParts | None = None
+    with trio.move_on_after(body_timeout_s) as reading:
         try:
             body = await read_request_body(receive, limit)
         except ClientLeft:
             return
         except TooLarge as error:
-            await answer_and_close(scope, receive, send, error_parts(error))
-            return
-    if body is None:
-        parts = json_error(408, http_error_type(408), BODY_TOO_SLOW)
-        await answer_and_close(scope, receive, send, parts)
+            refusal = error_parts(error)
+    if reading.cancelled_caught:
+        refusal = json_error(408, http_error_type(408), BODY_TOO_SLOW)
+    if refusal is not None:
+        await answer_and_close(scope, receive, send, refusal)
         return
     claimed = claimed_session_id(state, headers)
     exchange = exchange_of(scope)
