@@ -32,7 +32,10 @@ def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
 
 
 async def read_request_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body; TooLarge past ``limit`` bytes, ClientLeft on a disconnect."""
+    """The whole request body; TooLarge past ``limit`` bytes, ClientLeft on a disconnect.
+
+    Cancelling it drops what was read; the rest stays queued for the next ``receive``.
+    """
     body = bytearray()
     while True:
         message = await receive()
@@ -48,7 +51,11 @@ async def read_request_body(receive: Receive, limit: int) -> bytes:
 async def send_response(
     send: Send, status: int, body: bytes, headers: Iterable[tuple[str, str]]
 ) -> None:
-    """Send a whole response: its head with Content-Length, then its body in one message."""
+    """Send a whole response: its head with Content-Length, then its body in one message.
+
+    Cancelled between the two, the client gets a head and a short body: the connection
+    cannot be reused, and Hypercorn closes it.
+    """
     await send({
         "type": "http.response.start",
         "status": status,

@@ -52,35 +52,28 @@ def ambiguous_framing(headers: list[tuple[bytes, bytes]]) -> bool:
 
 
 class _Guard:
-    """The request's ``receive`` and ``send``, as the edge hands them to the app.
+    """The request's ``send``, as the edge hands it to the app.
 
-    ``send`` notes the status for the exchange and records the exchange just before the
-    response's last message goes out. ``receive`` holds back ``http.disconnect``
-    while the app's last ``send`` runs. Why: Hypercorn (0.18) ends a response inside that
-    last ``send``, in the app's task. It queues ``http.disconnect`` for the app, then closes
-    the connection (``Connection: close``, HTTP/1.0) or restarts its keep-alive timer, both
-    at a Trio checkpoint. Quart-Trio's receiver task reads the disconnect and cancels the
-    request's nursery, so that checkpoint raises Cancelled, and the socket is never closed,
-    nor is the keep-alive timer restarted: the connection stays open until the client
-    closes it. A plain ASGI app that is never cancelled closes fine. Holding the disconnect
-    until the last ``send`` has returned lets Hypercorn finish; the app then sees it at once.
+    It notes the status for the exchange, records the exchange just before the response's
+    last message goes out, and shields that last ``send`` from cancellation. Why: Hypercorn
+    (0.18) ends a response inside that last ``send``, in the app's task. It queues
+    ``http.disconnect`` for the app, then closes the connection (``Connection: close``,
+    HTTP/1.0) or restarts its keep-alive timer, both past a Trio checkpoint. Quart-Trio's
+    receiver task reads the disconnect and cancels the request's nursery, so that checkpoint
+    raises Cancelled: the socket is never closed, nor the keep-alive timer restarted, and the
+    connection stays open until the client closes it. A plain ASGI app that is never
+    cancelled closes fine. Shielded, the last ``send`` finishes Hypercorn's work; the
+    cancellation lands right after. The shield cannot hang: Hypercorn already shields its
+    socket writes, and the app's receiver keeps draining the queue the disconnect goes into.
     """
 
-    __slots__ = ("_ending", "_exchange", "_receive", "_record", "_send")
+    __slots__ = ("_exchange", "_record", "_send")
 
-    def __init__(self, receive: Receive, send: Send, exchange: Exchange,
+    def __init__(self, send: Send, exchange: Exchange,
                  record: Callable[[Exchange], None]) -> None:
-        self._receive = receive
         self._send = send
         self._exchange = exchange
         self._record = record
-        self._ending: trio.Event | None = None
-
-    async def receive(self) -> Message:
-        message = await self._receive()
-        if message["type"] == "http.disconnect" and self._ending is not None:
-            await self._ending.wait()
-        return message
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
@@ -88,11 +81,8 @@ class _Guard:
             self._exchange.status = message["status"]
         elif kind == "http.response.body" and not message.get("more_body", False):
             self._record(self._exchange)  # before the client can see the end of the reply
-            self._ending = ending = trio.Event()
-            try:
+            with trio.CancelScope(shield=True):
                 await self._send(message)
-            finally:
-                ending.set()
             return
         await self._send(message)
 
@@ -120,18 +110,18 @@ class Edge:
             return
         exchange = Exchange(scope["method"], scope["path"], time.perf_counter())
         scope[EXCHANGE_KEY] = exchange
-        guard = _Guard(receive, send, exchange, self._record)
+        guard = _Guard(send, exchange, self._record)
         try:
             if ambiguous_framing(scope["headers"]):
                 parts = json_error(400, "invalid_request", AMBIGUOUS_LENGTH)
-                await answer_and_close(scope, guard.receive, guard.send, parts,
+                await answer_and_close(scope, receive, guard.send, parts,
                                        read_first=self._state.settings.server.max_body_bytes)
             elif self.fast_chat and scope["method"] == "POST" and scope["path"] == CHAT_ROUTE:
                 exchange.route = CHAT_ROUTE
-                await serve_chat(self._state, scope, guard.receive, guard.send,
+                await serve_chat(self._state, scope, receive, guard.send,
                                  self._config["BODY_TIMEOUT"])
             else:
-                await self.inner(scope, guard.receive, guard.send)
+                await self.inner(scope, receive, guard.send)
         except Exception:
             if exchange.status is None:
                 exchange.status = 500  # Hypercorn answers 500 for an app that raised

@@ -1,23 +1,24 @@
 """``POST /api/chat`` straight from ASGI: the hottest route without Quart's per-request work.
 
-Why it stays (issue 8, measured back to back with ``make bench`` scenario (a), 64
-conversations x 10 turns, one core): 532-591 turns/s through this path, 378-393 through the
-Quart view; the target is 500. Quart's request context, URL matching, hooks, response object
-and per-request nursery cost about 250 us on ``GET /healthz`` in-process, and more under
-load.
+Why it stays (issue 8). ``make bench`` scenario (a), 64 conversations x 10 turns, server on
+one core, back to back on a quiet machine: 532-591 turns/s through the fast path, 378-393
+with the route sent to the Quart view; the target is 500. In-process, with the chat service
+stubbed out so only the web layer counts: about 120 us of CPU per turn here (of which ~60 us
+is the disconnect watcher below, ~20 us the edge), 320-400 us through the Quart view
+(request context, URL matching, hooks, response object, a nursery and two tasks).
 
 It is not a second stack: the edge (``web/api/edge.py``) calls it with the same
 :class:`~web.api.exchange.Exchange` it keeps for every route, so the access line and the
 metrics are the edge's, as for any route. The session comes from the one cookie reader
 (:func:`web.api.turn.claimed_session_id`), the turn and its errors from
 :func:`web.api.turn.run_turn`, an unexpected error from
-:func:`web.api.errors.unexpected_error_parts`, exactly as in the Quart view. The route has no
-Quart hook to skip (``tests/test_edge.py`` pins that). The session API tests run against both
-doors; ``ActorChat``'s edge setting ``fast_chat = False`` sends the route to Quart.
+:func:`web.api.errors.unexpected_error_parts`, exactly as in the Quart view. No Quart hook
+applies to the route but the edge's own (``tests/test_edge.py`` pins that). The session API
+tests run through both doors: ``app.asgi_app.fast_chat = False`` sends the route to Quart.
 
-Like Quart, it cancels the handler when the client disconnects; a response is sent through
-ASGI messages, so a streamed answer is more ``http.response.body`` messages in the same
-watched scope.
+Like Quart, it cancels the turn when the client disconnects. The response goes out as ASGI
+messages inside that watched scope, so a streamed answer (issue 9) is more
+``http.response.body`` messages there, with ``answered`` set before the last one.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .asgi import (
 from .errors import (
     BODY_TOO_LARGE,
     BODY_TOO_SLOW,
+    ErrorParts,
     TooLarge,
     error_parts,
     http_error_type,
@@ -66,18 +68,19 @@ async def serve_chat(
     if declared is not None and declared > limit:
         await answer_and_close(scope, receive, send, error_parts(TooLarge(BODY_TOO_LARGE)))
         return
-    body = None
-    with trio.move_on_after(body_timeout_s):
+    body = b""
+    refusal: ErrorParts | None = None
+    with trio.move_on_after(body_timeout_s) as reading:
         try:
             body = await read_request_body(receive, limit)
         except ClientLeft:
             return
         except TooLarge as error:
-            await answer_and_close(scope, receive, send, error_parts(error))
-            return
-    if body is None:
-        parts = json_error(408, http_error_type(408), BODY_TOO_SLOW)
-        await answer_and_close(scope, receive, send, parts)
+            refusal = error_parts(error)
+    if reading.cancelled_caught:
+        refusal = json_error(408, http_error_type(408), BODY_TOO_SLOW)
+    if refusal is not None:
+        await answer_and_close(scope, receive, send, refusal)
         return
     claimed = claimed_session_id(state, headers)
     exchange = exchange_of(scope)
@@ -97,9 +100,9 @@ async def serve_chat(
             result = TurnResult(*unexpected_error_parts("POST", ROUTE))
         if exchange is not None:
             exchange.log_id = result.log_id
+        answered = True  # a client that leaves now cancels nothing: the answer is going out
         await send_response(send, result.status, result.body, result.headers)
-        answered = True
         # The watcher ends on the http.disconnect that an ASGI server sends once the response
-        # is complete: no cancellation on the way out (cancelling it cost ~60 us a turn).
+        # is complete: no cancellation on the way out (cancelling it cost ~40 us a turn).
         # A server that never sends it (Quart's test client) is given a second.
         nursery.cancel_scope.deadline = trio.current_time() + 1.0
