@@ -108,7 +108,7 @@ async def _attempt(
     async with caller._limiter:  # noqa: SLF001 - the one max_concurrency limiter
         started = trio.current_time()
         timings.gate_s += started - queued_at
-        report(f"upstream attempt {timings.attempts} (streaming)")
+        report(f"upstream attempt {timings.attempts}")
         caller.in_flight += 1
         try:
             with trio.move_on_after(caller.config.timeout_s) as head:
