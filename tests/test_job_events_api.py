@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import pytest
 import trio
 
 from .conftest import StartServer, StartSimulator, make_settings
@@ -32,6 +33,10 @@ class EventReader:
                 return name, data if data == "[DONE]" else json.loads(data)
         raise EOFError("the stream ended")
 
+    async def aclose(self) -> None:
+        """Stop reading (closes the line iterator, so a stream left early is cleaned up)."""
+        await self._lines.aclose()  # type: ignore[attr-defined]
+
     async def rest(self) -> list[tuple[str | None, object]]:
         """Every event up to the end of the stream."""
         events = []
@@ -47,7 +52,11 @@ async def listen(client: httpx.AsyncClient, trace_id: str) -> AsyncIterator[Even
     async with client.stream("GET", f"/chat/{trace_id}/events") as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        yield EventReader(response)
+        reader = EventReader(response)
+        try:
+            yield reader
+        finally:
+            await reader.aclose()
 
 
 def deltas(events: list[tuple[str | None, object]]) -> str:
@@ -254,3 +263,28 @@ async def test_a_replayed_key_for_a_cancelled_job_does_not_say_it_is_being_proce
     assert body["status"] == "cancelled"
     assert "being processed" not in body["message"]
     assert "cancelled" in body["message"]
+
+
+# httpx closes a response left early without closing httpcore's body generator, which Trio
+# then warns about when it is collected.
+@pytest.mark.filterwarnings("ignore:Async generator:ResourceWarning")
+async def test_a_listener_that_disconnects_is_forgotten_and_the_job_goes_on(
+    start_server: StartServer,
+) -> None:
+    async with open_held_simulator() as upstream:
+        server = await start_server(make_settings(upstream.url))
+        async with server.client() as client:
+            trace_id = (await submit(client, "keep going")).json()["traceId"]
+            await upstream.wait_until(lambda held: held.held == 1)
+            job = server.service._system.find("job", trace_id)
+            async with listen(client, trace_id) as reader:
+                assert (await reader.next())[0] == "status"
+                assert job.events.listeners == 1
+            for _ in range(500):  # the server sees the disconnect within milliseconds
+                if job.events.listeners == 0:
+                    break
+                await trio.sleep(0.01)
+            assert job.events.listeners == 0
+            upstream.release()
+            done = await client.get(f"/chat/{trace_id}/response", params={"wait": 10})
+    assert done.json()["status"] == "completed"
