@@ -85,6 +85,8 @@ class JobsConfig(_Section):
     max_queued: int = Field(10_000, ge=0)
     max_duration_s: float = Field(300.0, gt=0)
     max_wait_s: float = Field(30.0, ge=0)
+    max_queued_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    events_buffer: int = Field(256, ge=4)
 
 
 class ChatConfig(_Section):

@@ -3,10 +3,12 @@
 A JobActor owns its job and its record. It gets two messages when the job is submitted, in
 this order: :class:`AcceptJob` (claim the Idempotency-Key, write the first record) and
 :class:`RunJob` (wait for a worker to grant its place in the
-:class:`~actors.job_queue.JobQueue`, call the upstream under ``jobs.max_duration_s``, write
-the result). Everything after acceptance runs inside the actor's ``CancelScope``, so a job
-is cancelled by ID, queued or running, with :meth:`JobActor.cancel`. Results stay readable
-for ``jobs.result_ttl_s`` after the actor has stopped.
+:class:`~actors.job_queue.JobQueue`, stream the answer from the upstream under
+``jobs.max_duration_s``, write the result). Each status change and each piece of the answer
+is published to the job's :class:`~actors.job_events.JobEvents` for its listeners.
+Everything after acceptance runs inside the actor's ``CancelScope``, so a job is cancelled by
+ID, queued or running, with :meth:`JobActor.cancel`. Results stay readable for
+``jobs.result_ttl_s`` after the actor has stopped.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import trio
 
 from .actor import Actor
 from .errors import ActorChatError, ActorCrashed, JobCancelled, JobTimedOut
+from .job_events import TERMINAL, JobEvents
 from .job_queue import RunSlot
+from .job_stream import stream_completion
 from .ref import Ask
 from .store.base import JobRecord, JobStore
 from .upstream import ChatRequest
@@ -71,11 +75,12 @@ class JobRecords:
     """What every JobActor shares: the store, the upstream caller, the limits, the counts."""
 
     def __init__(self, *, store: JobStore, upstream: UpstreamCaller, max_duration_s: float,
-                 result_ttl_s: float) -> None:
+                 result_ttl_s: float, events_buffer: int = 256) -> None:
         self.store = store
         self.upstream = upstream
         self.max_duration_s = max_duration_s
         self.result_ttl_s = result_ttl_s
+        self.events_buffer = events_buffer
         self.finished: Counter[str] = Counter({"completed": 0, "failed": 0, "cancelled": 0})
 
     async def save(self, record: JobRecord, *, finished: bool = False) -> None:
@@ -101,6 +106,7 @@ class JobActor(Actor):
         self.done = trio.Event()  # the job has ended (or will never run)
         self._scope = trio.CancelScope()
         self._cancel_reason: str | None = None
+        self.events = JobEvents(records.events_buffer)  # for GET /chat/{trace_id}/events
 
     def evictable(self) -> bool:
         return self.done.is_set()
@@ -123,8 +129,12 @@ class JobActor(Actor):
                 if self._record is not None:
                     await self._run(message, self._record)
             finally:
-                message.slot.finished.set()
+                message.slot.finish()
                 self.done.set()
+                if self._record is not None and self._record.status in TERMINAL:
+                    self.events.end(self._record)
+                else:
+                    self.events.close()
             return None
         raise TypeError(f"JobActor cannot handle {type(message).__name__}")
 
@@ -139,6 +149,7 @@ class JobActor(Actor):
                            accept.model, utc_now())
         await self._records.save(record)
         self._record = record
+        self.events.status(record)
         log.info("job %s %s", self.key, record.status)
         return Acceptance(replace(record), None)
 
@@ -151,6 +162,7 @@ class JobActor(Actor):
                 if record.status == "queued":  # the store says queued, however fast the slot
                     record.status, record.timestamp = "processing", utc_now()
                     await records.save(record)
+                    self.events.status(record)
                     log.info("job %s processing", self.key)
                 await self._call(job, record)
                 return
@@ -183,8 +195,10 @@ class JobActor(Actor):
         context.append({"role": "user", "content": job.message})
         timings = CallTimings()
         with trio.move_on_after(self._records.max_duration_s) as limit:
-            completion = await self._records.upstream.complete(
+            completion = await stream_completion(
+                self._records.upstream,
                 ChatRequest(context, job.model, job.temperature),
+                on_delta=self.events.delta,
                 key=self.key,
                 on_activity=self._set_activity,
                 timings=timings,

@@ -22,6 +22,7 @@ import trio
 from .config import Settings
 from .errors import IdempotencyConflict, JobNotFound, ShuttingDown
 from .job import AcceptJob, JobActor, JobRecords, RunJob
+from .job_events import JobListener, StoredJobListener
 from .job_queue import JobQueue
 from .session import ChatTurn, Forget, GetHistory, SessionActor, TurnReply
 from .stats import JobStats, ServiceStats
@@ -112,9 +113,11 @@ class ChatService:
         jobs = settings.jobs
         self._records = JobRecords(store=store, upstream=self._caller,
                                    max_duration_s=jobs.max_duration_s,
-                                   result_ttl_s=jobs.result_ttl_s)
+                                   result_ttl_s=jobs.result_ttl_s,
+                                   events_buffer=jobs.events_buffer)
         self._queue = JobQueue(jobs.max_running, jobs.max_queued,
-                               retry_after_s=max(1.0, min(jobs.max_duration_s, 5.0)))
+                               retry_after_s=max(1.0, min(jobs.max_duration_s, 5.0)),
+                               max_queued_bytes=jobs.max_queued_bytes)
 
     async def drain(self, drain_s: float) -> bool:
         """Refuse new work and let work in flight finish for up to ``drain_s`` seconds.
@@ -138,7 +141,8 @@ class ChatService:
             matched=matched,
             upstream=self._caller.stats(self._label),
             jobs=JobStats(running=self._queue.running, queued=self._queue.queued,
-                          by_status=dict(self._records.finished)),
+                          by_status=dict(self._records.finished),
+                          queued_bytes=self._queue.queued_bytes),
         )
 
     async def ping_store(self) -> bool:
@@ -214,19 +218,21 @@ class ChatService:
         """Start a job; returns its first record and whether it was an idempotent replay.
 
         Admission is decided before the first await, so it is exact under concurrency:
-        raises JobQueueFull over ``jobs.max_running + jobs.max_queued``, TooManyActors at
+        raises JobQueueFull over ``jobs.max_running + jobs.max_queued`` or when the message
+        would take the jobs admitted past ``jobs.max_queued_bytes``, TooManyActors at
         ``actors.max_actors``, and IdempotencyConflict when the key was used with another
         body. A refused submission has claimed and written nothing. A caller cancelled
         after admission does not cancel the job: it runs, and its record can be read.
         """
-        self._queue.check_room()
+        size = len(message.encode())
+        self._queue.check_room(size)
         trace_id = str(uuid.uuid4())
         records = self._records
         job = self._system.ref("job", trace_id, lambda: JobActor(trace_id, records=records))
         queued = not self._queue.worker_free()
         accepted = job.send(AcceptJob(idempotency_key, fingerprint, model, queued))
         job.tell(RunJob(message, model, temperature, self.settings.chat.system_prompt,
-                        self._queue.enter()))
+                        self._queue.enter(size)))
         acceptance = await accepted.wait()
         if acceptance.record is not None:
             return acceptance.record, False
@@ -263,3 +269,21 @@ class ChatService:
             with trio.move_on_after(_CANCEL_WAIT_S):
                 await actor.done.wait()
         return await self.job(trace_id)
+
+    async def job_events(self, trace_id: str) -> JobListener | StoredJobListener:
+        """A listener for the job's events (see :mod:`actors.job_events`); raises
+        :class:`JobNotFound` for an unknown job. Close the listener when done with it.
+
+        A live job's actor gives the events as they happen; otherwise the store is read: a
+        finished job gives its final record, an unfinished one (run elsewhere) its status
+        changes, polled, for at most ``jobs.max_duration_s``.
+        """
+        actor = self._system.find("job", trace_id)
+        if isinstance(actor, JobActor):
+            return actor.events.listen()
+        store = self._open_store()
+        record = await store.load_job(trace_id)
+        if record is None:
+            raise JobNotFound(f"no job with trace ID {trace_id}")
+        return StoredJobListener(record, lambda: store.load_job(trace_id),
+                                 longest_s=self.settings.jobs.max_duration_s)

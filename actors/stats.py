@@ -55,6 +55,7 @@ class JobStats:
     running: int  # jobs a worker is running
     queued: int  # jobs admitted and waiting for a worker
     by_status: Mapping[str, int]  # finished jobs by final status
+    queued_bytes: int = 0  # bytes of the messages of jobs admitted and not finished
 
 
 @dataclass(frozen=True, slots=True)

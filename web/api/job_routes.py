@@ -1,17 +1,21 @@
-"""Trace-ID jobs: ``POST /chat``, ``GET /chat/{trace_id}/response``, ``DELETE /chat/{trace_id}``."""
+"""Trace-ID jobs: ``POST /chat``, ``GET /chat/{trace_id}/response``, ``DELETE /chat/{trace_id}``
+and ``GET /chat/{trace_id}/events``."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import uuid
+from collections.abc import AsyncIterator
 
 from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_querystring, document_request, document_response
 
 from actors.errors import JobNotFound
+from actors.job_events import JobEnded, JobEvent, ListenerDropped, StatusChanged, TextDelta
 from actors.store import JobRecord
 
+from . import sse
 from .errors import BadInput
 from .exchange import note_log_id
 from .models import (
@@ -28,6 +32,15 @@ from .state import app_state, chat_service
 blueprint = Blueprint("jobs", __name__)
 
 ACCEPTED_MESSAGE = "Chat request received and is being processed"
+# The 202's message fits the status it reports: an idempotent replay may find the job in any
+# status (issue 11, finding 10: a cancelled job's replay said "is being processed").
+STATUS_MESSAGES = {
+    "processing": ACCEPTED_MESSAGE,
+    "queued": "Chat request received and is queued until a worker is free",
+    "completed": "Chat request already completed; its answer is at the Location",
+    "failed": "Chat request already failed; its error is at the Location",
+    "cancelled": "Chat request was cancelled; it will not be processed",
+}
 _MAX_KEY_CHARS = 255
 
 
@@ -86,7 +99,9 @@ async def submit() -> tuple[Response, int]:
     )
     note_log_id(request.scope, record.trace_id)
     response = jsonify(
-        {"traceId": record.trace_id, "message": ACCEPTED_MESSAGE, "status": record.status}
+        {"traceId": record.trace_id, "message": STATUS_MESSAGES.get(record.status,
+                                                                   ACCEPTED_MESSAGE),
+         "status": record.status}
     )
     response.headers["Location"] = f"/chat/{record.trace_id}/response"
     if replayed:
@@ -127,3 +142,42 @@ async def cancel(trace_id: str) -> Response:
     note_log_id(request.scope, trace_id)
     record = await chat_service().cancel_job(trace_id)
     return jsonify(_result_body(record))
+
+
+def _event_bytes(event: JobEvent) -> bytes:
+    if isinstance(event, TextDelta):
+        return sse.sse_event({"delta": event.text})
+    if isinstance(event, StatusChanged):
+        return sse.sse_event({"traceId": event.trace_id, "status": event.status,
+                              "timestamp": event.timestamp}, "status")
+    if isinstance(event, JobEnded):
+        return sse.sse_event(_result_body(event.record), "result") + sse.DONE
+    assert isinstance(event, ListenerDropped)
+    return sse.sse_event({"type": "events_dropped", "message": event.reason}, "error")
+
+
+@blueprint.get("/chat/<trace_id>/events")
+@document_response(ErrorBody, 404)
+async def events(trace_id: str) -> Response:
+    """Server-sent events of the job until it ends: ``event: status`` for each status,
+    ``data: {"delta": ...}`` for each piece of the answer, then ``event: result`` with the
+    job's final record (as ``GET /chat/{trace_id}/response``) and ``data: [DONE]``.
+
+    A listener that joins late first gets the current status and the text so far. One that
+    falls ``jobs.events_buffer`` events behind is dropped (``event: error``, no ``[DONE]``)
+    rather than slowing the job. An unknown trace ID is a 404 JSON error.
+    """
+    trace_id = _trace_id(trace_id)
+    note_log_id(request.scope, trace_id)
+    listener = await chat_service().job_events(trace_id)
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            async for event in listener:
+                yield _event_bytes(event)
+        finally:
+            listener.close()  # a client that left stops listening; the job goes on
+
+    response = Response(stream(), status=200, headers=dict(sse.HEADERS))
+    response.timeout = None  # the stream lasts as long as the job (jobs.max_duration_s)
+    return response
