@@ -25,7 +25,7 @@ from .job import AcceptJob, JobActor, JobRecords, RunJob
 from .job_queue import JobQueue
 from .session import ChatTurn, Forget, GetHistory, SessionActor, TurnReply
 from .stats import JobStats, ServiceStats
-from .store import MemoryStore
+from .store import open_store
 from .store.base import JobRecord, Message, Store
 from .system import ActorSystem
 from .upstream import Upstream
@@ -66,12 +66,23 @@ async def open_chat_service(
 ) -> AsyncIterator[ChatService]:
     """Run a ChatService for the body of the ``async with``; see the module docstring.
 
-    ``open_upstream(settings)`` is entered first and exited after the actors have stopped;
-    ``store`` (a memory store when None) is closed last, whoever made it. Closing is
-    shielded and bounded, so a cancelled exit still closes what was opened.
+    ``store`` (when None: the one ``store.backend`` names, opened by ``open_store``) is
+    entered first and closed last, whoever made it. ``open_upstream(settings)`` is entered
+    next and exited after the actors have stopped. Closing is shielded and bounded, so a
+    cancelled exit still closes what was opened.
     """
     if store is None:
-        store = MemoryStore(session_ttl_s=settings.sessions.ttl_s or None)
+        async with open_store(settings) as opened:
+            async with _open_service(settings, open_upstream, opened) as service:
+                yield service
+        return
+    async with _open_service(settings, open_upstream, store) as service:
+        yield service
+
+
+@asynccontextmanager
+async def _open_service(settings: Settings, open_upstream: UpstreamOpener, store: Store,
+                        ) -> AsyncIterator[ChatService]:
     try:
         async with open_upstream(settings) as choice:
             service = ChatService(settings, store, choice)
