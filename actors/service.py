@@ -23,6 +23,7 @@ from .config import Settings
 from .errors import IdempotencyConflict, JobNotFound, ShuttingDown
 from .job import AcceptJob, JobActor, JobRecords, RunJob
 from .job_queue import JobQueue
+from .lease import leases_for
 from .session import ChatTurn, Forget, GetHistory, SessionActor, TurnReply
 from .stats import JobStats, ServiceStats
 from .store import open_store
@@ -88,6 +89,7 @@ async def _open_service(settings: Settings, open_upstream: UpstreamOpener, store
             service = ChatService(settings, store, choice)
             try:
                 async with trio.open_nursery() as nursery:
+                    await nursery.start(service._leases.run)
                     await nursery.start(service._system.run)
                     await nursery.start(service._caller.run)
                     await nursery.start(service._queue.run)
@@ -116,6 +118,7 @@ class ChatService:
     def __init__(self, settings: Settings, store: Store, upstream: UpstreamChoice) -> None:
         self.settings = settings
         self._store = store
+        self._leases = leases_for(store, settings)
         self._label = upstream.label
         self._closing = False
         self._system = ActorSystem(settings.actors)
@@ -184,6 +187,7 @@ class ChatService:
             store=self._store,
             upstream=self._caller,
             system_prompt=self.settings.chat.system_prompt,
+            leases=self._leases,
         )
 
     async def chat(self, session_id: str, prompt: str, model: str, temperature: float,
