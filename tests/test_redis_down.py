@@ -63,6 +63,7 @@ async def test_while_redis_is_down_requests_get_503_json_and_service_resumes_whe
             ready = await client.get("/readyz")
             assert ready.status_code == 503
             assert ready.json()["store_reachable"] is False
+            assert ready.json()["reasons"] == ["the redis store does not answer"]
             await redis.start()  # same port, empty: the session is gone with the data
             assert await eventually_200(lambda: client.get("/readyz"))
             again = await client.post("/api/chat", json={"prompt": "back"})
