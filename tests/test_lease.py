@@ -140,3 +140,26 @@ async def test_a_turn_of_a_cached_session_costs_two_redis_round_trips() -> None:
         sent = await commands_sent_during(
             redis.port, lambda: service.chat("s", "two", "m", 0.7))
         assert sent == ['"EVALSHA"', '"EVALSHA"']
+
+
+async def test_a_turn_waiting_for_a_held_lease_backs_off_instead_of_polling_tightly() -> None:
+    async with own_redis_server() as redis, open_redis_store(redis.url, prefix="t:") as store:
+        holder = RedisLeases(store, ttl_s=10, wait_s=0)
+        waiter = RedisLeases(store, ttl_s=10, wait_s=10)
+
+        async def hold_then_wait() -> None:
+            async with trio.open_nursery() as nursery:
+                async with holder.hold("s"):
+                    nursery.start_soon(take_when_free)
+                    await trio.sleep(0.5)
+
+        async def take_when_free() -> None:
+            async with waiter.hold("s") as lease:
+                await lease.record("q", "a")
+
+        sent = await commands_sent_during(redis.port, hold_then_wait)
+        # 0.5 s of waiting: 5, 10, 20, 40, 80, then 100 ms apart (jittered) -- about a dozen
+        # tries at most, where a tight loop would make thousands.
+        assert 3 <= sent.count('"EVALSHA"') <= 20
+        assert waiter.waits == 1
+        assert await store.load_history("s") == [("user", "q"), ("assistant", "a")]
