@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from actors.config import build_settings
+from actors.config import Settings, build_settings
 from actors.errors import SessionBusy
 from actors.service import ChatService, given_upstream, open_chat_service
 from actors.store.redis import RedisStore, open_redis_store
@@ -25,7 +25,7 @@ from .fakes import ScriptedUpstream
 from .redis_servers import SHARED_REDIS_URL, fresh_prefix, own_redis_server, shared_redis_store
 
 
-def settings(**sessions: float):  # noqa: ANN201
+def settings(**sessions: float) -> Settings:
     return build_settings({"chat": {"system_prompt": "be brief"},
                            "sessions": sessions}, environ={})
 

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 import httpx
 import trio
 
+from actors.config import Settings
+
 from .conftest import StartServer, make_settings
 from .redis_servers import own_redis_server
 
@@ -21,9 +23,9 @@ async def eventually_200(request: Callable[[], Awaitable[httpx.Response]]) -> bo
     return False
 
 
-def redis_settings(simulator_url: str, url: str, **sections: dict) -> object:
+def redis_settings(simulator_url: str, url: str) -> Settings:
     return make_settings(simulator_url, store={"backend": "redis", "redis_url": url,
-                                               "timeout_s": 0.5}, **sections)
+                                               "timeout_s": 0.5})
 
 
 async def test_the_server_uses_the_redis_store_the_settings_name(

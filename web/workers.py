@@ -51,7 +51,7 @@ def serve_workers(args: argparse.Namespace, settings: Settings) -> int:
                "--config", args.config, "--worker-of", str(args.workers)]
     if args.bind:
         command += ["--bind", args.bind]
-    workers = {}
+    workers: dict[int, subprocess.Popen[bytes]] = {}
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
