@@ -77,6 +77,8 @@ class SessionsConfig(_Section):
     cookie_name: str = "sessionId"
     cookie_secure: bool = False
     ttl_s: float = Field(7 * 24 * 3600.0, ge=0)  # 0: sessions never expire
+    lease_ttl_s: float = Field(10.0, gt=0)  # a turn's lease on its session, renewed while it runs
+    lease_wait_s: float = Field(5.0, ge=0)  # waiting longer for a held lease answers 429
 
 
 class JobsConfig(_Section):

@@ -24,9 +24,10 @@ from .errors import IdempotencyConflict, JobNotFound, ShuttingDown
 from .job import AcceptJob, JobActor, JobRecords, RunJob
 from .job_events import JobListener, StoredJobListener
 from .job_queue import JobQueue
+from .lease import leases_for
 from .session import ChatTurn, Forget, GetHistory, SessionActor, TurnReply
 from .stats import JobStats, ServiceStats
-from .store import MemoryStore
+from .store import open_store
 from .store.base import JobRecord, Message, Store
 from .system import ActorSystem
 from .upstream import Upstream
@@ -67,17 +68,29 @@ async def open_chat_service(
 ) -> AsyncIterator[ChatService]:
     """Run a ChatService for the body of the ``async with``; see the module docstring.
 
-    ``open_upstream(settings)`` is entered first and exited after the actors have stopped;
-    ``store`` (a memory store when None) is closed last, whoever made it. Closing is
-    shielded and bounded, so a cancelled exit still closes what was opened.
+    ``store`` (when None: the one ``store.backend`` names, opened by ``open_store``) is
+    entered first and closed last, whoever made it. ``open_upstream(settings)`` is entered
+    next and exited after the actors have stopped. Closing is shielded and bounded, so a
+    cancelled exit still closes what was opened.
     """
     if store is None:
-        store = MemoryStore(session_ttl_s=settings.sessions.ttl_s or None)
+        async with open_store(settings) as opened:
+            async with _open_service(settings, open_upstream, opened) as service:
+                yield service
+        return
+    async with _open_service(settings, open_upstream, store) as service:
+        yield service
+
+
+@asynccontextmanager
+async def _open_service(settings: Settings, open_upstream: UpstreamOpener, store: Store,
+                        ) -> AsyncIterator[ChatService]:
     try:
         async with open_upstream(settings) as choice:
             service = ChatService(settings, store, choice)
             try:
                 async with trio.open_nursery() as nursery:
+                    await nursery.start(service._leases.run)
                     await nursery.start(service._system.run)
                     await nursery.start(service._caller.run)
                     await nursery.start(service._queue.run)
@@ -106,6 +119,7 @@ class ChatService:
     def __init__(self, settings: Settings, store: Store, upstream: UpstreamChoice) -> None:
         self.settings = settings
         self._store = store
+        self._leases = leases_for(store, settings)
         self._label = upstream.label
         self._closing = False
         self._system = ActorSystem(settings.actors)
@@ -177,6 +191,7 @@ class ChatService:
             store=self._store,
             upstream=self._caller,
             system_prompt=self.settings.chat.system_prompt,
+            leases=self._leases,
         )
 
     async def chat(self, session_id: str, prompt: str, model: str, temperature: float,

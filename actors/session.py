@@ -12,6 +12,7 @@ from typing import Any
 import trio
 
 from .actor import Actor
+from .lease import LocalLeases, SessionLeases, TurnLease
 from .ref import Ask
 from .store.base import Message, SessionStore
 from .upstream import ChatRequest
@@ -77,9 +78,14 @@ class SessionActor(Actor):
         store: SessionStore,
         upstream: UpstreamCaller,
         system_prompt: str,
+        leases: SessionLeases | None = None,
     ) -> None:
         super().__init__(session_id, mailbox_size)
         self._store = store
+        # One turn at a time across instances too (actors/lease.py); the version says whether
+        # the history held here is still the store's.
+        self._leases = leases if leases is not None else LocalLeases(store)
+        self._version = 0
         self._upstream = upstream
         self._system_prompt = system_prompt
         self.history: list[Message] = []
@@ -95,7 +101,8 @@ class SessionActor(Actor):
         return len(self.history)
 
     async def load(self) -> None:
-        self.history = await self._store.load_history(self.key) or []
+        snapshot = await self._store.load_session(self.key)
+        self.history, self._version = snapshot.history or [], snapshot.version
         self._context = []
         if self._system_prompt:
             self._context.append({"role": "system", "content": self._system_prompt})
@@ -105,16 +112,25 @@ class SessionActor(Actor):
         if isinstance(message, ChatTurn):
             return await self._turn(message)
         if isinstance(message, GetHistory):
+            if not await self._leases.is_current(self.key, self._version):
+                await self.load()
             return Transcript(tuple(self.history))
         if isinstance(message, Forget):
             existed = await self._store.delete_session(self.key)
             self.history = []
             self._context = self._context[:1] if self._system_prompt else []
             self._forgotten = True
+            self._version = 0
             return Forgotten(existed)
         raise TypeError(f"SessionActor cannot handle {type(message).__name__}")
 
     async def _turn(self, turn: ChatTurn) -> TurnReply:
+        async with self._leases.hold(self.key) as lease:
+            if lease.version is not None and lease.version != self._version:
+                await self.load()  # another instance wrote since
+            return await self._leased_turn(turn, lease)
+
+    async def _leased_turn(self, turn: ChatTurn, lease: TurnLease) -> TurnReply:
         mailbox_s = trio.current_time() - self.current_sent_at
         user = {"role": "user", "content": turn.prompt}
         context = [*self._context, user]
@@ -125,7 +141,7 @@ class SessionActor(Actor):
             on_activity=self._set_activity,
             timings=timings,
         )
-        await self._store.append_turn(self.key, turn.prompt, completion.content)
+        self._version = await lease.record(turn.prompt, completion.content)
         self.history.append(("user", turn.prompt))
         self.history.append(("assistant", completion.content))
         self._context.append(user)

@@ -102,10 +102,14 @@ class Bench:
 
     @asynccontextmanager
     async def server(
-        self, name: str, simulator: Service, **settings: str
+        self, name: str, simulator: Service, *, serve_args: tuple[str, ...] = (),
+        pinned: bool = True, **settings: str
     ) -> AsyncIterator[Service]:
         """``actorchat serve`` on a free port, talking to ``simulator``; ``settings`` are
-        ``ACTORCHAT_*`` variables, e.g. ``ACTORCHAT_ACTORS__IDLE_TIMEOUT_S="5"``."""
+        ``ACTORCHAT_*`` variables, e.g. ``ACTORCHAT_ACTORS__IDLE_TIMEOUT_S="5"``.
+
+        ``serve_args`` are added to the command (``--workers 2``); ``pinned=False`` leaves the
+        server free to use every CPU (its workers are its children: their CPU is not metered)."""
         port = free_port()
         env = clean_environment(
             OPENAI_API_KEY="sim-bench",
@@ -115,10 +119,11 @@ class Bench:
             ACTORCHAT_SERVER__DRAIN_S="2",
             **settings,
         )
-        argv = python_command("serve", "--config", str(CONFIG_PATH), "--bind", f"127.0.0.1:{port}")
+        argv = python_command("serve", "--config", str(CONFIG_PATH), "--bind", f"127.0.0.1:{port}",
+                              *serve_args)
         async with start_service(
             f"{name}-server", argv, url=f"http://127.0.0.1:{port}", ready_path="/healthz",
-            env=env, cpu=self._cpu(SERVER_CPU), log_dir=self.log_dir,
+            env=env, cpu=self._cpu(SERVER_CPU) if pinned else None, log_dir=self.log_dir,
         ) as service, trio.open_nursery() as nursery:
             nursery.start_soon(service.watch_memory)
             yield service

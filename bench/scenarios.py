@@ -15,6 +15,8 @@ its numbers and targets as an `Outcome`.
 - ``soak``: mixed session and job traffic (5 minutes judged, after a warm-up; ``--soak-s``),
   with 2,000 HTTP/1.0 connections that wait for the server to close them: the server's open
   file descriptors back to their baseline afterwards, RSS flat (within 10%).
+- ``redis``: the ``throughput`` load (and 256 conversations x 5 turns) on the memory store,
+  one process over Redis, and ``--workers 2`` over Redis: turns/s ratios, errors, histories.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from .harness import Bench, Outcome
 from .procs import BenchError
 from .scenarios_load import client_ceiling, many, many_burst, throughput
+from .scenarios_redis import redis
 from .scenarios_soak import soak
 from .scenarios_state import idle_memory, snapshot
 from .scenarios_upstream import rate_limited
@@ -42,6 +45,7 @@ SCENARIOS: dict[str, Scenario] = {
     "snapshot": snapshot,
     "429": rate_limited,
     "soak": soak,
+    "redis": redis,
 }
 
 

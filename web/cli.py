@@ -19,6 +19,7 @@ from actors.config import ConfigError, load_settings
 
 from . import loadtest, simulator
 from .api.logs import configure_logging
+from .workers import refuse_reason, serve_workers
 
 log = logging.getLogger("actorchat")
 
@@ -35,8 +36,14 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as error:
         log.error("%s", error)
         return 2
+    reason = refuse_reason(settings, args.workers)
+    if reason is not None:
+        log.error("%s", reason)
+        return 2
+    if args.workers > 1 and not args.worker_of:
+        return serve_workers(args, settings)
     try:
-        trio.run(partial(serve_app, settings, args.bind))
+        trio.run(partial(serve_app, settings, args.bind, workers=args.worker_of or 1))
     except KeyboardInterrupt:
         pass
     return 0
@@ -84,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", default="config.toml", help="settings file")
     serve.add_argument("--bind", default=None, help="HOST:PORT, overrides server.bind")
     serve.add_argument("--reload", action="store_true", help="restart on source changes")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="server processes sharing the port (N > 1 needs the redis store)")
+    serve.add_argument("--worker-of", type=int, default=0, help=argparse.SUPPRESS)
     serve.set_defaults(func=_serve)
     simulator.register_cli(commands)
     loadtest.register_cli(commands)

@@ -85,6 +85,20 @@ class RedisStore:
     def prefix(self) -> str:
         return self._prefix
 
+    @property
+    def session_ttl_ms(self) -> int:
+        """``sessions.ttl_s`` in milliseconds; 0 when sessions never expire."""
+        return self._ttl_ms
+
+    async def eval_script(self, script: Lua, keys: list[str], args: list[Any], *,
+                          write: bool) -> Any:
+        """Run ``script`` in one round trip, errors translated as for every call here.
+
+        A ``write`` is shielded from the caller's cancellation once sent (see the class).
+        """
+        request = self._eval(script, keys, args)
+        return await (self._write(request) if write else self._read(request))
+
     # Keys
 
     def session_keys(self, session_id: str) -> list[str]:

@@ -25,10 +25,15 @@ from .app import CLOSING_MARGIN_S, begin_drain, create_app
 log = logging.getLogger("actorchat.web")
 
 
-def hypercorn_config(bind: str, drain_s: float) -> HypercornConfig:
-    """Hypercorn's settings; requests in flight at shutdown get ``drain_s`` and a margin."""
+def hypercorn_config(bind: str, drain_s: float, workers: int = 1) -> HypercornConfig:
+    """Hypercorn's settings; requests in flight at shutdown get ``drain_s`` and a margin.
+
+    With ``workers`` > 1 the listening socket is bound with SO_REUSEPORT (Hypercorn does it
+    for ``config.workers > 1``), so the workers of ``actorchat serve --workers`` share it.
+    """
     config = HypercornConfig()
     config.bind = [bind]
+    config.workers = workers
     config.graceful_timeout = drain_s + CLOSING_MARGIN_S
     config.accesslog = None  # our access log names the session; see web/api/logs.py
     config.errorlog = logging.getLogger("hypercorn.error")
@@ -52,12 +57,15 @@ async def serve_app(
     *,
     app: QuartTrio | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = wait_for_signal,
+    workers: int = 1,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve actorchat (``app``, or one built from ``settings``) until ``shutdown_trigger``
-    returns and the drain is over; reports the bound URLs through ``task_status``."""
+    returns and the drain is over; reports the bound URLs through ``task_status``.
+
+    ``workers`` is how many processes share the port (see ``web/workers.py``)."""
     app = app if app is not None else create_app(settings)
-    config = hypercorn_config(bind or settings.server.bind, settings.server.drain_s)
+    config = hypercorn_config(bind or settings.server.bind, settings.server.drain_s, workers)
     trigger = shutdown_trigger
 
     async def drain_then_stop_listening() -> None:
