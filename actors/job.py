@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,6 +66,7 @@ class RunJob:
     temperature: float
     system_prompt: str
     slot: RunSlot
+    params: Mapping[str, Any] = field(default_factory=dict)  # further OpenAI parameters
 
 
 class JobRecords:
@@ -184,7 +186,7 @@ class JobActor(Actor):
         timings = CallTimings()
         with trio.move_on_after(self._records.max_duration_s) as limit:
             completion = await self._records.upstream.complete(
-                ChatRequest(context, job.model, job.temperature),
+                ChatRequest(context, job.model, job.temperature, job.params),
                 key=self.key,
                 on_activity=self._set_activity,
                 timings=timings,

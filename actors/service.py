@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -176,11 +177,14 @@ class ChatService:
         )
 
     async def chat(self, session_id: str, prompt: str, model: str, temperature: float,
-                   ) -> TurnReply:
-        """One turn of the session's conversation, in order with its other turns."""
+                   params: Mapping[str, Any] | None = None) -> TurnReply:
+        """One turn of the session's conversation, in order with its other turns.
+
+        ``params`` are further OpenAI parameters (``max_tokens``, ``stop``...), already
+        checked, sent upstream as they are."""
         return await self._system.ask(
             "session", session_id, lambda: self._session_actor(session_id),
-            ChatTurn(prompt, model, temperature),
+            ChatTurn(prompt, model, temperature, params or {}),
         )
 
     async def history(self, session_id: str) -> list[Message]:
@@ -210,6 +214,7 @@ class ChatService:
         *,
         idempotency_key: str | None = None,
         fingerprint: str = "",
+        params: Mapping[str, Any] | None = None,
     ) -> tuple[JobRecord, bool]:
         """Start a job; returns its first record and whether it was an idempotent replay.
 
@@ -226,7 +231,7 @@ class ChatService:
         queued = not self._queue.worker_free()
         accepted = job.send(AcceptJob(idempotency_key, fingerprint, model, queued))
         job.tell(RunJob(message, model, temperature, self.settings.chat.system_prompt,
-                        self._queue.enter()))
+                        self._queue.enter(), params or {}))
         acceptance = await accepted.wait()
         if acceptance.record is not None:
             return acceptance.record, False

@@ -6,7 +6,8 @@ Its messages: :class:`ChatTurn` (answered with :class:`TurnReply`), :class:`GetH
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -52,6 +53,7 @@ class ChatTurn(Ask[TurnReply]):
     prompt: str
     model: str
     temperature: float
+    params: Mapping[str, Any] = field(default_factory=dict)  # further OpenAI parameters
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +122,7 @@ class SessionActor(Actor):
         context = [*self._context, user]
         timings = CallTimings()
         completion = await self._upstream.complete(
-            ChatRequest(context, turn.model, turn.temperature),
+            ChatRequest(context, turn.model, turn.temperature, turn.params),
             key=self.key,
             on_activity=self._set_activity,
             timings=timings,

@@ -8,17 +8,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """What to send upstream: the whole context, oldest first, and the sampling settings."""
+    """What to send upstream: the context, oldest first, and the sampling settings.
+
+    ``params`` holds the other OpenAI parameters the client gave (``max_tokens``, ``top_p``,
+    ``stop``, ``presence_penalty``, ``frequency_penalty``, ``seed``, ``user``), already
+    checked; they go into the request body as they are. Parameters not given are absent.
+    """
 
     messages: Sequence[Mapping[str, str]]
     model: str
     temperature: float
+    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,8 @@ class OpenAIUpstream:
             "messages": request.messages,
             "temperature": request.temperature,
         }
+        if request.params:
+            payload.update(request.params)
         if stream:
             payload["stream"] = True
             payload["stream_options"] = {"include_usage": True}

@@ -75,14 +75,16 @@ async def submit() -> tuple[Response, int]:
     temperature = (
         settings.chat.default_temperature if body.temperature is None else body.temperature
     )
+    params = body.openai_params()
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= _MAX_KEY_CHARS:
         raise BadInput(f"Idempotency-Key must have 1 to {_MAX_KEY_CHARS} characters")
     fingerprint = hashlib.sha256(
-        json.dumps([body.message, model, temperature]).encode()
+        json.dumps([body.message, model, temperature, params], sort_keys=True).encode()
     ).hexdigest()
     record, replayed = await chat_service().submit_job(
-        body.message, model, temperature, idempotency_key=key, fingerprint=fingerprint
+        body.message, model, temperature, idempotency_key=key, fingerprint=fingerprint,
+        params=params,
     )
     note_log_id(request.scope, record.trace_id)
     response = jsonify(
