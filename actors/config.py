@@ -77,6 +77,8 @@ class SessionsConfig(_Section):
     cookie_name: str = "sessionId"
     cookie_secure: bool = False
     ttl_s: float = Field(7 * 24 * 3600.0, ge=0)  # 0: sessions never expire
+    # stored messages per session; past it the oldest whole turns are dropped (0: no limit)
+    max_history_messages: int = Field(1000, ge=0)
 
 
 class JobsConfig(_Section):
@@ -91,6 +93,9 @@ class ChatConfig(_Section):
     default_model: str = "gpt-3.5-turbo"
     default_temperature: float = Field(0.7, ge=0, le=2)
     max_prompt_chars: int = Field(200_000, gt=0)
+    # characters of content sent upstream per turn: the system prompt, then the newest whole
+    # turns that fit; the new message is sent even if it alone is over
+    max_context_chars: int = Field(100_000, gt=0)
     system_prompt: str = "You are a helpful assistant."
 
 

@@ -72,7 +72,8 @@ async def open_chat_service(
     shielded and bounded, so a cancelled exit still closes what was opened.
     """
     if store is None:
-        store = MemoryStore(session_ttl_s=settings.sessions.ttl_s or None)
+        store = MemoryStore(session_ttl_s=settings.sessions.ttl_s or None,
+                            max_history_messages=settings.sessions.max_history_messages)
     try:
         async with open_upstream(settings) as choice:
             service = ChatService(settings, store, choice)
@@ -174,6 +175,8 @@ class ChatService:
             store=self._store,
             upstream=self._caller,
             system_prompt=self.settings.chat.system_prompt,
+            max_context_chars=self.settings.chat.max_context_chars,
+            max_history_messages=self.settings.sessions.max_history_messages,
         )
 
     async def chat(self, session_id: str, prompt: str, model: str, temperature: float,

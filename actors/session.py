@@ -13,6 +13,7 @@ from typing import Any
 import trio
 
 from .actor import Actor
+from .context import fit_context, turns_to_drop
 from .ref import Ask
 from .store.base import Message, SessionStore
 from .upstream import ChatRequest
@@ -79,8 +80,15 @@ class SessionActor(Actor):
         store: SessionStore,
         upstream: UpstreamCaller,
         system_prompt: str,
+        max_context_chars: int = 100_000,
+        max_history_messages: int = 0,
     ) -> None:
         super().__init__(session_id, mailbox_size)
+        self._max_context_chars = max_context_chars
+        self._max_history_messages = max_history_messages  # 0: no limit
+        self._pinned = 1 if system_prompt else 0  # the system prompt heads _context
+        self._context_chars = 0  # characters of content in _context, for fit_context
+        self.last_context_messages: int | None = None  # messages the last turn sent
         self._store = store
         self._upstream = upstream
         self._system_prompt = system_prompt
@@ -102,6 +110,7 @@ class SessionActor(Actor):
         if self._system_prompt:
             self._context.append({"role": "system", "content": self._system_prompt})
         self._context.extend({"role": role, "content": text} for role, text in self.history)
+        self._context_chars = sum(len(message["content"]) for message in self._context)
 
     async def handle(self, message: Any) -> TurnReply | Transcript | Forgotten:
         if isinstance(message, ChatTurn):
@@ -111,7 +120,8 @@ class SessionActor(Actor):
         if isinstance(message, Forget):
             existed = await self._store.delete_session(self.key)
             self.history = []
-            self._context = self._context[:1] if self._system_prompt else []
+            self._context = self._context[:self._pinned]
+            self._context_chars = len(self._system_prompt)
             self._forgotten = True
             return Forgotten(existed)
         raise TypeError(f"SessionActor cannot handle {type(message).__name__}")
@@ -119,7 +129,9 @@ class SessionActor(Actor):
     async def _turn(self, turn: ChatTurn) -> TurnReply:
         mailbox_s = trio.current_time() - self.current_sent_at
         user = {"role": "user", "content": turn.prompt}
-        context = [*self._context, user]
+        context = fit_context(self._context, user, self._max_context_chars,
+                              pinned=self._pinned, total_chars=self._context_chars)
+        self.last_context_messages = len(context)
         timings = CallTimings()
         completion = await self._upstream.complete(
             ChatRequest(context, turn.model, turn.temperature, turn.params),
@@ -132,6 +144,8 @@ class SessionActor(Actor):
         self.history.append(("assistant", completion.content))
         self._context.append(user)
         self._context.append({"role": "assistant", "content": completion.content})
+        self._context_chars += len(turn.prompt) + len(completion.content)
+        self._cap_history()
         return TurnReply(
             response=completion.content,
             model=completion.model,
@@ -141,6 +155,19 @@ class SessionActor(Actor):
             upstream_s=timings.upstream_s,
             attempts=timings.attempts,
         )
+
+    def _cap_history(self) -> None:
+        """Drop the oldest whole turns past ``sessions.max_history_messages``, as the store
+        does on append, so the actor's copy stays bounded too."""
+        drop = turns_to_drop(len(self.history), self._max_history_messages)
+        if drop:
+            del self.history[:drop]
+            dropped = self._context[self._pinned:self._pinned + drop]
+            self._context_chars -= sum(len(message["content"]) for message in dropped)
+            del self._context[self._pinned:self._pinned + drop]
+
+    def last_context_length(self) -> int | None:
+        return self.last_context_messages
 
     def _set_activity(self, activity: str) -> None:
         self.activity = activity

@@ -214,8 +214,9 @@ async def actors() -> Response:
 async def actor(key: str) -> Response:
     """The live actor with this key (of any kind, or of ``?kind=``), or 404.
 
-    Adds ``last_error`` and ``history_length``: for a session, the number of messages in its
-    conversation (user and assistant); ``null`` for other kinds.
+    Adds ``last_error``, ``history_length``: for a session, the number of messages in its
+    conversation (user and assistant), and ``last_context_messages``: how many messages its
+    last turn sent upstream (system prompt included); ``null`` for other kinds.
     """
     kind = request.args.get("kind") or None
     listed = chat_service().stats(key=key, kind=kind, limit=1).listed
@@ -226,6 +227,7 @@ async def actor(key: str) -> Response:
     body = actor_body(stats, secret_values)
     body["last_error"] = _scrub(stats.last_error, secret_values)
     body["history_length"] = stats.history_length
+    body["last_context_messages"] = stats.last_context_messages
     return jsonify(body)
 
 
