@@ -24,12 +24,13 @@ from .config import Settings
 from .errors import IdempotencyConflict, JobNotFound, ShuttingDown
 from .job import AcceptJob, JobActor, JobRecords, RunJob
 from .job_queue import JobQueue
+from .model_list import ModelList
 from .session import ChatTurn, Forget, GetHistory, SessionActor, TurnReply
 from .stats import JobStats, ServiceStats
 from .store import MemoryStore
 from .store.base import JobRecord, Message, Store
 from .system import ActorSystem
-from .upstream import Upstream
+from .upstream import ModelInfo, Upstream
 from .upstream_caller import UpstreamCaller
 
 log = logging.getLogger("actorchat.service")
@@ -111,6 +112,7 @@ class ChatService:
         self._closing = False
         self._system = ActorSystem(settings.actors)
         self._caller = UpstreamCaller(upstream.client, settings.upstream)
+        self.model_list = ModelList(upstream.client)
         jobs = settings.jobs
         self._records = JobRecords(store=store, upstream=self._caller,
                                    max_duration_s=jobs.max_duration_s,
@@ -156,6 +158,10 @@ class ChatService:
         if self._closing:
             raise ShuttingDown("the server is shutting down", retry_after=5)
         return self._store
+
+    async def models(self) -> tuple[ModelInfo, ...]:
+        """The upstream's models, cached for a minute; see :class:`ModelList`."""
+        return await self.model_list.get()
 
     # Sessions
 

@@ -50,6 +50,15 @@ pieces joined."""
 
 
 @dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """One model the upstream offers, as OpenAI's ``GET /v1/models`` lists it."""
+
+    id: str
+    owned_by: str
+    created: int
+
+
+@dataclass(frozen=True, slots=True)
 class RateLimitInfo:
     """The request budget from OpenAI's ``x-ratelimit-*-requests`` headers."""
 
@@ -81,6 +90,12 @@ class Upstream(Protocol):
         malformed chunk) raises one from the iteration. Leaving the block, early or not, or
         being cancelled closes the HTTP response; no task is left behind.
         """
+        ...
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The models the upstream offers (one attempt). Raises an
+        :class:`~actors.errors.UpstreamError` subclass on failure; cancelling it cancels the
+        HTTP request in flight."""
         ...
 
     async def aclose(self) -> None:

@@ -20,7 +20,7 @@ from actors.config import Settings
 from actors.service import ChatService, open_chat_service
 from actors.store import Store
 
-from . import debug_routes, health_routes, job_routes, session_routes
+from . import debug_routes, health_routes, job_routes, models_routes, session_routes
 from .cookies import CookieSigner
 from .docs import install_docs
 from .edge import install_edge
@@ -68,7 +68,7 @@ def create_app(settings: Settings, store: Store | None = None) -> QuartTrio:
     register_error_handlers(app)
     install_metrics(app)
     install_edge(app, state)  # access log, request metrics, POST /api/chat's fast path
-    for module in (session_routes, job_routes, health_routes, debug_routes):
+    for module in (session_routes, job_routes, models_routes, health_routes, debug_routes):
         app.register_blueprint(module.blueprint)
 
     # QuartTrio.shutdown puts a deadline of BACKGROUND_TASK_SHUTDOWN_TIMEOUT (Quart's default:

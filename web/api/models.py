@@ -139,6 +139,22 @@ class WaitQuery(BaseModel):
     wait: float = Field(0, ge=0, le=30, description="seconds to wait for the job to finish")
 
 
+class ModelEntry(BaseModel):
+    """One model, as OpenAI's ``GET /v1/models`` lists it."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelListBody(BaseModel):
+    """``GET /api/models``: OpenAI's list shape, so OpenAI clients can read it as it is."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelEntry]
+
+
 class ErrorDetail(BaseModel):
     type: str
     message: str
