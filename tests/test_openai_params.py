@@ -30,6 +30,7 @@ ACCEPTED: list[dict[str, Any]] = [
     {"seed": INT64 - 1},
     {"seed": 0},
     {"user": "user-1234"},
+    {"max_tokens": 16.0, "seed": -3.0},  # JSON Schema's integers include 16.0; sent as 16
     {"max_tokens": 7, "top_p": 0.9, "stop": ["x", "y"], "presence_penalty": 0.5,
      "frequency_penalty": -0.5, "seed": 42, "user": "u"},
 ]
@@ -53,7 +54,8 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"frequency_penalty": 2.001}, "frequency_penalty"),
     ({"seed": -INT64 - 1}, "seed"),
     ({"seed": INT64}, "seed"),
-    ({"seed": 1.0}, "seed"),
+    ({"seed": 1.5}, "seed"),
+    ({"seed": True}, "seed"),
     ({"user": 5}, "user"),
     ({"max_token": 5}, "max_token"),  # misspelt: an unknown field
     ({"logit_bias": {}}, "logit_bias"),
@@ -62,7 +64,8 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
 
 def _sent(params: dict[str, Any]) -> dict[str, Any]:
     """What the simulator records for ``params``: ``stop`` always as a list."""
-    expected = dict(params)
+    expected = {name: int(value) if isinstance(value, float) and name in ("max_tokens", "seed")
+                else value for name, value in params.items()}
     if isinstance(expected.get("stop"), str):
         expected["stop"] = [expected["stop"]]
     return expected
@@ -86,7 +89,11 @@ async def test_parameters_at_the_edges_of_their_ranges_reach_the_upstream_from_a
     async with server.client() as client:
         reply = await client.post("/api/chat", json={"prompt": "hi", **params})
     assert reply.status_code == 200, reply.text
-    assert _without_fixed_fields(await _last_received(simulator_url)) == _sent(params)
+    received = _without_fixed_fields(await _last_received(simulator_url))
+    assert received == _sent(params)
+    for name in ("max_tokens", "seed"):
+        if name in received:
+            assert type(received[name]) is int
 
 
 @pytest.mark.parametrize("params", ACCEPTED[::4] + ACCEPTED[-1:])

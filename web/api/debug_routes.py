@@ -29,13 +29,16 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 
 from quart import Blueprint, Response, jsonify, request
+from quart_schema import document_querystring, document_response
 
 from actors.actor import ActorStats
 from actors.stats import ServiceStats
 
 from .debug_page import page_response
 from .errors import BadInput, Forbidden, Unauthorized, error_response, response_for
+from .openapi import document_errors, document_media
 from .state import app_state, chat_service
+from .status_models import ActorDetail, ActorListing, DebugQuery
 
 blueprint = Blueprint("debug", __name__)
 
@@ -191,6 +194,9 @@ def _parse_state(raw: str | None) -> str | None:
 
 
 @blueprint.get("/debug/actors")
+@document_querystring(DebugQuery)
+@document_response(ActorListing, 200)
+@document_errors(400, 401, 403)
 async def actors() -> Response:
     """Live actors, most recently active first, with system-wide totals.
 
@@ -211,6 +217,8 @@ async def actors() -> Response:
 
 
 @blueprint.get("/debug/actors/<key>")
+@document_response(ActorDetail, 200)
+@document_errors(401, 403, 404)
 async def actor(key: str) -> Response:
     """The live actor with this key (of any kind, or of ``?kind=``), or 404.
 
@@ -235,6 +243,8 @@ async def actor(key: str) -> Response:
 
 
 @blueprint.get("/debug")
+@document_media(200, "text/html", "a page that shows /debug/actors and refreshes it")
+@document_errors(401, 403)
 async def page() -> Response:
     """A self-contained page that shows ``/debug/actors`` and refreshes it every 2 s.
 

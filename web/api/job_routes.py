@@ -15,7 +15,6 @@ from actors.store import JobRecord
 from .errors import BadInput
 from .exchange import note_log_id
 from .models import (
-    ErrorBody,
     JobAccepted,
     JobRequest,
     JobResult,
@@ -23,6 +22,7 @@ from .models import (
     check_length,
     read_body,
 )
+from .openapi import document_errors
 from .state import app_state, chat_service
 
 blueprint = Blueprint("jobs", __name__)
@@ -58,10 +58,7 @@ def _trace_id(raw: str) -> str:
 @blueprint.post("/chat")
 @document_request(JobRequest)
 @document_response(JobAccepted, 202)
-@document_response(ErrorBody, 400)
-@document_response(ErrorBody, 409)
-@document_response(ErrorBody, 413)
-@document_response(ErrorBody, 503)
+@document_errors(400, 404, 408, 409, 413, 503)
 async def submit() -> tuple[Response, int]:
     """Start a chat job and answer at once with its trace ID.
 
@@ -99,8 +96,7 @@ async def submit() -> tuple[Response, int]:
 @blueprint.get("/chat/<trace_id>/response")
 @document_querystring(WaitQuery)
 @document_response(JobResult, 200)
-@document_response(ErrorBody, 400)
-@document_response(ErrorBody, 404)
+@document_errors(400, 404, 503)
 async def result(trace_id: str) -> Response:
     """The job's status and, once it has finished, its answer or error.
 
@@ -122,7 +118,7 @@ async def result(trace_id: str) -> Response:
 
 @blueprint.delete("/chat/<trace_id>")
 @document_response(JobResult, 200)
-@document_response(ErrorBody, 404)
+@document_errors(404, 503)
 async def cancel(trace_id: str) -> Response:
     """Cancel a job that is still queued or running; a finished job is left as it is."""
     trace_id = _trace_id(trace_id)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from quart import request
 
 from .errors import BadInput, TooLarge
@@ -15,8 +22,22 @@ ModelName = Annotated[str, Field(strict=True, min_length=1, max_length=200)]
 Penalty = Annotated[float, Field(strict=True, ge=-2, le=2)]
 StopSequence = Annotated[str, Field(strict=True, min_length=1)]
 _INT64 = 2**63
+
+
+def _whole(value: object) -> object:
+    # JSON Schema's "integer" includes 53.0, and so do OpenAI and schemathesis; strict
+    # pydantic would refuse it. Anything else that is not an int is left to the strict check.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Whole = BeforeValidator(_whole)
+Int64 = Annotated[int, Field(strict=True, ge=-_INT64, le=_INT64 - 1), Whole]
 MAX_STOP_SEQUENCES = 4
 StopList = Annotated[list[StopSequence], Field(min_length=1, max_length=MAX_STOP_SEQUENCES)]
+# Not blank: the pattern says so in the schema; _not_blank checks it with its own message.
+Text = Annotated[str, Field(strict=True, min_length=1, json_schema_extra={"pattern": r"\S"})]
 
 
 def _not_blank(value: str) -> str:
@@ -33,14 +54,14 @@ class OpenAIParameters(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    max_tokens: Annotated[int, Field(strict=True, ge=1)] | None = Field(
+    max_tokens: Annotated[int, Field(strict=True, ge=1), Whole] | None = Field(
         None, description="the most tokens the answer may have")
     top_p: Annotated[float, Field(strict=True, ge=0, le=1)] | None = None
     stop: StopSequence | StopList | None = Field(
         None, description="up to 4 sequences where the upstream stops the answer")
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
-    seed: Annotated[int, Field(strict=True, ge=-_INT64, le=_INT64 - 1)] | None = None
+    seed: Int64 | None = None
     user: Annotated[str, Field(strict=True, max_length=256)] | None = Field(
         None, description="the end user's ID, for the upstream's abuse monitoring")
 
@@ -70,12 +91,20 @@ _PARAMETER_NAMES = tuple(OpenAIParameters.model_fields)
 class ChatRequest(OpenAIParameters):
     """One turn of the cookie's conversation."""
 
-    prompt: Annotated[str, Field(strict=True, min_length=1)]
+    prompt: Text
     model: ModelName | None = None
     temperature: Temperature | None = None
     stream: Literal[False] = False
 
     _blank = field_validator("prompt")(_not_blank)
+
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _boolean(cls, value: object) -> object:
+        # Literal[False] alone would take 0 (0 == False); only a JSON boolean is one.
+        if not isinstance(value, bool):
+            raise ValueError("must be a boolean")
+        return value
 
 
 class Usage(BaseModel):
@@ -102,7 +131,7 @@ class History(BaseModel):
 class JobRequest(OpenAIParameters):
     """A background chat job, answered by trace ID."""
 
-    message: Annotated[str, Field(strict=True, min_length=1)]
+    message: Text
     model: ModelName | None = None
     temperature: Temperature | None = None
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from quart import Blueprint, Response, jsonify
 from quart_schema import document_response
 
-from .models import ErrorBody, ModelListBody
+from .models import ModelListBody
+from .openapi import document_errors
 from .state import chat_service
 
 blueprint = Blueprint("models", __name__)
@@ -13,10 +14,7 @@ blueprint = Blueprint("models", __name__)
 
 @blueprint.get("/api/models")
 @document_response(ModelListBody, 200)
-@document_response(ErrorBody, 429)
-@document_response(ErrorBody, 502)
-@document_response(ErrorBody, 503)
-@document_response(ErrorBody, 504)
+@document_errors(429, 502, 503, 504)
 async def models() -> Response:
     """The models the upstream offers, in OpenAI's list shape, cached for a minute.
 
