@@ -9,7 +9,8 @@ what it cannot say, through `OpenAPIProvider`, the hook quart-schema offers for 
   JSON body of the same status, or no body at all (the 204 of ``DELETE /api/chat``);
 - `document_errors`: the JSON error body (``{"error": {type, message}}``) for each status;
 - every response gets a description from its status, and 429 and 503 the ``Retry-After``
-  header they carry.
+  header they carry; a documented request body is required (quart-schema leaves it optional,
+  and a POST without a body is a 400).
 
 ``tests/test_openapi.py`` runs schemathesis against ``/openapi.json`` of a running server.
 """
@@ -82,6 +83,8 @@ class ActorChatOpenAPI(OpenAPIProvider):
                 operation = operations[method] = {
                     **operation, "responses": _responses(operation.get("responses", {}), media)
                 }
+                if "requestBody" in operation:  # every documented body is required
+                    operation["requestBody"] = {**operation["requestBody"], "required": True}
         return paths, components
 
 
