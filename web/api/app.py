@@ -26,7 +26,7 @@ from .docs import install_docs
 from .edge import install_edge
 from .errors import register_error_handlers
 from .metrics import install_metrics
-from .openapi import ActorChatOpenAPI
+from .openapi import SECURITY_SCHEMES, ActorChatOpenAPI
 from .state import AppState
 from .upstreams import open_upstream
 
@@ -61,6 +61,7 @@ def create_app(settings: Settings, store: Store | None = None) -> QuartTrio:
               "description": "OpenAI chat for many concurrent conversations, on Trio actors."},
         redoc_ui_path=None,
         openapi_provider_class=ActorChatOpenAPI,
+        security_schemes=SECURITY_SCHEMES,
         scalar_ui_path=None,
     )
     install_docs(app)

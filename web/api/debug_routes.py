@@ -29,14 +29,14 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 
 from quart import Blueprint, Response, jsonify, request
-from quart_schema import document_querystring, document_response
+from quart_schema import document_querystring, document_response, security_scheme
 
 from actors.actor import ActorStats
 from actors.stats import ServiceStats
 
 from .debug_page import page_response
 from .errors import BadInput, Forbidden, Unauthorized, error_response, response_for
-from .openapi import document_errors, document_media
+from .openapi import DEBUG_SECURITY, document_errors, document_media
 from .state import app_state, chat_service
 from .status_models import ActorDetail, ActorListing, DebugQuery
 
@@ -194,6 +194,7 @@ def _parse_state(raw: str | None) -> str | None:
 
 
 @blueprint.get("/debug/actors")
+@security_scheme(DEBUG_SECURITY)
 @document_querystring(DebugQuery)
 @document_response(ActorListing, 200)
 @document_errors(400, 401, 403)
@@ -217,6 +218,7 @@ async def actors() -> Response:
 
 
 @blueprint.get("/debug/actors/<key>")
+@security_scheme(DEBUG_SECURITY)
 @document_response(ActorDetail, 200)
 @document_errors(401, 403, 404)
 async def actor(key: str) -> Response:
@@ -243,6 +245,7 @@ async def actor(key: str) -> Response:
 
 
 @blueprint.get("/debug")
+@security_scheme(DEBUG_SECURITY)
 @document_media(200, "text/html", "a page that shows /debug/actors and refreshes it")
 @document_errors(401, 403)
 async def page() -> Response:

@@ -39,6 +39,12 @@ RETRY_AFTER = {
 
 EVENT_STREAM = "text/event-stream"
 
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "debugToken": {"type": "http", "scheme": "bearer"},  # DEBUG_TOKEN
+}
+DEBUG_SECURITY: list[dict[str, list[str]]] = [{"debugToken": []}, {}]
+"""The debug routes take the bearer token, or nothing from loopback when no token is set."""
+
 
 def document_media(
     status: int, media_type: str | None, description: str = "",
