@@ -59,6 +59,7 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"user": 5}, "user"),
     ({"max_token": 5}, "max_token"),  # misspelt: an unknown field
     ({"logit_bias": {}}, "logit_bias"),
+    ({"stream": 0}, "stream"),  # schemathesis found 0 taken as false
 ]
 
 
