@@ -79,6 +79,11 @@ async def test_non_json_bodies_have_their_media_types_and_204_has_none(
     assert set(paths["/debug"]["get"]["responses"]["200"]["content"]) == {"text/html"}
     assert "content" not in paths["/api/chat"]["delete"]["responses"]["204"]
     assert paths["/api/chat"]["post"]["requestBody"]["required"] is True
+    # The job events stream, once its route exists (issue 9): 200 as events, 404 unknown ID.
+    events = paths.get("/chat/{trace_id}/events", {}).get("get")
+    if events is not None:
+        assert set(events["responses"]["200"]["content"]) == {"text/event-stream"}
+        assert "404" in events["responses"]
 
 
 async def test_health_readiness_and_debug_bodies_match_their_schemas(
