@@ -62,7 +62,7 @@ class OpenAIParameters(BaseModel):
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     seed: Int64 | None = None
-    user: Annotated[str, Field(strict=True, max_length=256)] | None = Field(
+    user: Annotated[str, Field(strict=True)] | None = Field(
         None, description="the end user's ID, for the upstream's abuse monitoring")
 
     @field_validator("stop", mode="before")
