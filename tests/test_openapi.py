@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -104,7 +105,7 @@ async def test_health_readiness_and_debug_bodies_match_their_schemas(
 
 @pytest.mark.slow
 async def test_schemathesis_finds_no_undocumented_status_and_no_server_error(
-    start_server: StartServer, simulator_url: str,
+    start_server: StartServer, simulator_url: str, tmp_path: Path,
 ) -> None:
     server = await start_server(make_settings(simulator_url))
     command = [
@@ -116,8 +117,10 @@ async def test_schemathesis_finds_no_undocumented_status_and_no_server_error(
         "--output-sanitize", "false", "--request-timeout", "10",
     ]
     with trio.fail_after(120):
+        # In tmp_path: schemathesis keeps a cache of past failures in .schemathesis/ under
+        # its working directory and replays them, which would make runs depend on each other.
         result = await trio.run_process(command, capture_stdout=True, capture_stderr=True,
-                                        check=False)
+                                        check=False, cwd=tmp_path)
     output = result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
     assert result.returncode == 0, output[-6000:]
     assert "No issues found" in output
