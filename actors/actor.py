@@ -44,6 +44,9 @@ class ActorStats:
     activity: str  # what it does now: "idle", "upstream attempt 2", "waiting at rate gate"
     last_error: str | None
     history_length: int | None  # messages a session holds; None for other kinds
+    # messages the last turn sent upstream, system prompt included; None before one (or for
+    # other kinds)
+    last_context_messages: int | None = None
 
 
 class Actor(ABC):
@@ -96,6 +99,10 @@ class Actor(ABC):
         """How many messages of conversation the actor holds, if it holds any."""
         return None
 
+    def last_context_length(self) -> int | None:
+        """How many messages the actor's last upstream call sent, if it keeps count."""
+        return None
+
     def is_idle(self) -> bool:
         """True when the actor waits for mail with an empty mailbox; never awaits.
 
@@ -137,6 +144,7 @@ class Actor(ABC):
             activity=self.activity,
             last_error=self.last_error,
             history_length=self.history_length(),
+            last_context_messages=self.last_context_length(),
         )
 
     async def run(self) -> None:

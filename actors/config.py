@@ -79,6 +79,8 @@ class SessionsConfig(_Section):
     ttl_s: float = Field(7 * 24 * 3600.0, ge=0)  # 0: sessions never expire
     lease_ttl_s: float = Field(10.0, gt=0)  # a turn's lease on its session, renewed while it runs
     lease_wait_s: float = Field(5.0, ge=0)  # waiting longer for a held lease answers 429
+    # stored messages per session; past it the oldest whole turns are dropped (0: no limit)
+    max_history_messages: int = Field(1000, ge=0)
 
 
 class JobsConfig(_Section):
@@ -95,6 +97,9 @@ class ChatConfig(_Section):
     default_model: str = "gpt-3.5-turbo"
     default_temperature: float = Field(0.7, ge=0, le=2)
     max_prompt_chars: int = Field(200_000, gt=0)
+    # characters of content sent upstream per turn: the system prompt, then the newest whole
+    # turns that fit; the new message is sent even if it alone is over
+    max_context_chars: int = Field(100_000, gt=0)
     system_prompt: str = "You are a helpful assistant."
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,6 +70,7 @@ class RunJob:
     temperature: float
     system_prompt: str
     slot: RunSlot
+    params: Mapping[str, Any] = field(default_factory=dict)  # further OpenAI parameters
 
 
 class JobRecords:
@@ -197,7 +199,7 @@ class JobActor(Actor):
         with trio.move_on_after(self._records.max_duration_s) as limit:
             completion = await stream_completion(
                 self._records.upstream,
-                ChatRequest(context, job.model, job.temperature),
+                ChatRequest(context, job.model, job.temperature, job.params),
                 on_delta=self.events.delta,
                 key=self.key,
                 on_activity=self._set_activity,

@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -25,12 +26,13 @@ from .job import AcceptJob, JobActor, JobRecords, RunJob
 from .job_events import JobListener, StoredJobListener
 from .job_queue import JobQueue
 from .lease import leases_for
+from .model_list import ModelList
 from .session import ChatTurn, Forget, GetHistory, SessionActor, TurnReply
 from .stats import JobStats, ServiceStats
 from .store import open_store
 from .store.base import JobRecord, Message, Store
 from .system import ActorSystem
-from .upstream import Upstream
+from .upstream import ModelInfo, Upstream
 from .upstream_caller import UpstreamCaller
 
 log = logging.getLogger("actorchat.service")
@@ -124,6 +126,7 @@ class ChatService:
         self._closing = False
         self._system = ActorSystem(settings.actors)
         self._caller = UpstreamCaller(upstream.client, settings.upstream)
+        self.model_list = ModelList(upstream.client)
         jobs = settings.jobs
         self._records = JobRecords(store=store, upstream=self._caller,
                                    max_duration_s=jobs.max_duration_s,
@@ -173,6 +176,10 @@ class ChatService:
             raise ShuttingDown("the server is shutting down", retry_after=5)
         return self._store
 
+    async def models(self) -> tuple[ModelInfo, ...]:
+        """The upstream's models, cached for a minute; see :class:`ModelList`."""
+        return await self.model_list.get()
+
     # Sessions
 
     async def new_session(self) -> str:
@@ -192,14 +199,19 @@ class ChatService:
             upstream=self._caller,
             system_prompt=self.settings.chat.system_prompt,
             leases=self._leases,
+            max_context_chars=self.settings.chat.max_context_chars,
+            max_history_messages=self.settings.sessions.max_history_messages,
         )
 
     async def chat(self, session_id: str, prompt: str, model: str, temperature: float,
-                   ) -> TurnReply:
-        """One turn of the session's conversation, in order with its other turns."""
+                   params: Mapping[str, Any] | None = None) -> TurnReply:
+        """One turn of the session's conversation, in order with its other turns.
+
+        ``params`` are further OpenAI parameters (``max_tokens``, ``stop``...), already
+        checked, sent upstream as they are."""
         return await self._system.ask(
             "session", session_id, lambda: self._session_actor(session_id),
-            ChatTurn(prompt, model, temperature),
+            ChatTurn(prompt, model, temperature, params or {}),
         )
 
     async def history(self, session_id: str) -> list[Message]:
@@ -229,6 +241,7 @@ class ChatService:
         *,
         idempotency_key: str | None = None,
         fingerprint: str = "",
+        params: Mapping[str, Any] | None = None,
     ) -> tuple[JobRecord, bool]:
         """Start a job; returns its first record and whether it was an idempotent replay.
 
@@ -247,7 +260,7 @@ class ChatService:
         queued = not self._queue.worker_free()
         accepted = job.send(AcceptJob(idempotency_key, fingerprint, model, queued))
         job.tell(RunJob(message, model, temperature, self.settings.chat.system_prompt,
-                        self._queue.enter(size)))
+                        self._queue.enter(size), params or {}))
         acceptance = await accepted.wait()
         if acceptance.record is not None:
             return acceptance.record, False

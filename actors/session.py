@@ -6,12 +6,14 @@ Its messages: :class:`ChatTurn` (answered with :class:`TurnReply`), :class:`GetH
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
 from .actor import Actor
+from .context import fit_context, turns_to_drop
 from .lease import LocalLeases, SessionLeases, TurnLease
 from .ref import Ask
 from .store.base import Message, SessionStore
@@ -53,6 +55,7 @@ class ChatTurn(Ask[TurnReply]):
     prompt: str
     model: str
     temperature: float
+    params: Mapping[str, Any] = field(default_factory=dict)  # further OpenAI parameters
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +82,15 @@ class SessionActor(Actor):
         upstream: UpstreamCaller,
         system_prompt: str,
         leases: SessionLeases | None = None,
+        max_context_chars: int = 100_000,
+        max_history_messages: int = 0,
     ) -> None:
         super().__init__(session_id, mailbox_size)
+        self._max_context_chars = max_context_chars
+        self._max_history_messages = max_history_messages  # 0: no limit
+        self._pinned = 1 if system_prompt else 0  # the system prompt heads _context
+        self._context_chars = 0  # characters of content in _context, for fit_context
+        self.last_context_messages: int | None = None  # messages the last turn sent
         self._store = store
         # One turn at a time across instances too (actors/lease.py); the version says whether
         # the history held here is still the store's.
@@ -107,6 +117,7 @@ class SessionActor(Actor):
         if self._system_prompt:
             self._context.append({"role": "system", "content": self._system_prompt})
         self._context.extend({"role": role, "content": text} for role, text in self.history)
+        self._context_chars = sum(len(message["content"]) for message in self._context)
 
     async def handle(self, message: Any) -> TurnReply | Transcript | Forgotten:
         if isinstance(message, ChatTurn):
@@ -118,7 +129,8 @@ class SessionActor(Actor):
         if isinstance(message, Forget):
             existed = await self._store.delete_session(self.key)
             self.history = []
-            self._context = self._context[:1] if self._system_prompt else []
+            self._context = self._context[:self._pinned]
+            self._context_chars = len(self._system_prompt)
             self._forgotten = True
             self._version = 0
             return Forgotten(existed)
@@ -133,10 +145,12 @@ class SessionActor(Actor):
     async def _leased_turn(self, turn: ChatTurn, lease: TurnLease) -> TurnReply:
         mailbox_s = trio.current_time() - self.current_sent_at
         user = {"role": "user", "content": turn.prompt}
-        context = [*self._context, user]
+        context = fit_context(self._context, user, self._max_context_chars,
+                              pinned=self._pinned, total_chars=self._context_chars)
+        self.last_context_messages = len(context)
         timings = CallTimings()
         completion = await self._upstream.complete(
-            ChatRequest(context, turn.model, turn.temperature),
+            ChatRequest(context, turn.model, turn.temperature, turn.params),
             key=self.key,
             on_activity=self._set_activity,
             timings=timings,
@@ -146,6 +160,8 @@ class SessionActor(Actor):
         self.history.append(("assistant", completion.content))
         self._context.append(user)
         self._context.append({"role": "assistant", "content": completion.content})
+        self._context_chars += len(turn.prompt) + len(completion.content)
+        self._cap_history()
         return TurnReply(
             response=completion.content,
             model=completion.model,
@@ -155,6 +171,19 @@ class SessionActor(Actor):
             upstream_s=timings.upstream_s,
             attempts=timings.attempts,
         )
+
+    def _cap_history(self) -> None:
+        """Drop the oldest whole turns past ``sessions.max_history_messages``, as the store
+        does on append, so the actor's copy stays bounded too."""
+        drop = turns_to_drop(len(self.history), self._max_history_messages)
+        if drop:
+            del self.history[:drop]
+            dropped = self._context[self._pinned:self._pinned + drop]
+            self._context_chars -= sum(len(message["content"]) for message in dropped)
+            del self._context[self._pinned:self._pinned + drop]
+
+    def last_context_length(self) -> int | None:
+        return self.last_context_messages
 
     def _set_activity(self, activity: str) -> None:
         self.activity = activity

@@ -273,9 +273,10 @@ async def test_one_actor_shows_its_history_length_and_unknown_keys_are_404(
         unknown = await client.get("/debug/actors/no-such-actor")
     assert detail.status_code == 200
     body = detail.json()
-    assert set(body) == ACTOR_FIELDS | {"history_length", "last_error"}
+    assert set(body) == ACTOR_FIELDS | {"history_length", "last_error", "last_context_messages"}
     assert (body["kind"], body["key"], body["handled"]) == ("session", session_id, 2)
     assert body["history_length"] == 4  # two user messages, two answers
+    assert body["last_context_messages"] == 4  # system, the first turn, the second prompt
     assert body["last_error"] is None
     assert same_kind.json() == body
     for missing in (other_kind, unknown):

@@ -75,7 +75,9 @@ class SessionStore(Protocol):
     async def append_turn(self, session_id: str, user: str, assistant: str) -> int:
         """Append one whole turn: the user message and the answer, both or neither.
 
-        Creates the session if it is unknown. Returns the session's new version. Once started
+        Creates the session if it is unknown. Returns the session's new version. A store made
+        with ``max_history_messages`` then drops the oldest whole turns past it (the version
+        still grows by one). Once started
         the write is not interrupted by the caller's cancellation (the caller sees it at its
         next checkpoint), so a caller that gets no exception knows the turn was recorded.
         """

@@ -26,7 +26,8 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
     config = settings.store
     session_ttl_s = settings.sessions.ttl_s or None
     if config.backend == "memory":
-        store = MemoryStore(session_ttl_s=session_ttl_s)
+        store = MemoryStore(session_ttl_s=session_ttl_s,
+                            max_history_messages=settings.sessions.max_history_messages)
         try:
             yield store
         finally:
@@ -38,6 +39,7 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
     async with open_redis_store(
         config.redis_url, prefix=config.prefix, session_ttl_s=session_ttl_s,
         timeout_s=config.timeout_s,
+        max_history_messages=settings.sessions.max_history_messages,
     ) as redis_store:
         if not await redis_store.ping():
             log.warning("store.redis_url: Redis at %s does not answer yet; store calls fail "

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import trio
 
+from ..context import turns_to_drop
 from .base import JobRecord, Message, SessionSnapshot, new_session_version
 
 
@@ -15,11 +16,15 @@ class MemoryStore:
 
     Expired jobs and idempotency keys are dropped when read and swept on each write. With
     ``session_ttl_s``, a session untouched (no turn) for that long is gone; expired sessions
-    are swept on writes, at most every tenth of the TTL. No call awaits anything, so none is
+    are swept on writes, at most every tenth of the TTL. With ``max_history_messages``, an
+    append past it drops the oldest whole turns. No call awaits anything, so none is
     ever interrupted half-way by cancellation.
     """
 
-    def __init__(self, session_ttl_s: float | None = None) -> None:
+    def __init__(
+        self, session_ttl_s: float | None = None, max_history_messages: int = 0
+    ) -> None:
+        self._max_history_messages = max_history_messages  # 0: no limit
         self._sessions: dict[str, list[Message]] = {}
         self._versions: dict[str, int] = {}  # the same keys as _sessions
         self._session_ttl_s = session_ttl_s
@@ -63,6 +68,9 @@ class MemoryStore:
             history = self._sessions[session_id] = []
             self._versions[session_id] = new_session_version()
         history.extend((("user", user), ("assistant", assistant)))
+        drop = turns_to_drop(len(history), self._max_history_messages)
+        if drop:
+            del history[:drop]
         self._versions[session_id] += 1
         self._touch(session_id)
         return self._versions[session_id]

@@ -69,12 +69,14 @@ class RedisStore:
         prefix: str = "actorchat:",
         session_ttl_s: float | None = None,
         location: str = "redis",
+        max_history_messages: int = 0,
     ) -> None:
         self._client = client
         self._prefix = prefix
         self._ttl_ms = _milliseconds(session_ttl_s) if session_ttl_s else 0
         self._location = location  # host:port for messages, never the URL's password
         self._closed = False
+        self._max_history_messages = max_history_messages  # 0: no limit; see APPEND
 
     @property
     def client(self) -> coredis.Redis[str]:
@@ -89,6 +91,11 @@ class RedisStore:
     def session_ttl_ms(self) -> int:
         """``sessions.ttl_s`` in milliseconds; 0 when sessions never expire."""
         return self._ttl_ms
+
+    @property
+    def max_history_messages(self) -> int:
+        """``sessions.max_history_messages``: the most messages kept per session (0: no limit)."""
+        return self._max_history_messages
 
     async def eval_script(self, script: Lua, keys: list[str], args: list[Any], *,
                           write: bool) -> Any:
@@ -154,7 +161,8 @@ class RedisStore:
         return 0 if version is None else int(version)
 
     async def append_turn(self, session_id: str, user: str, assistant: str) -> int:
-        args = [self._ttl_ms, new_session_version(), "user:" + user, "assistant:" + assistant]
+        args = [self._ttl_ms, new_session_version(), "user:" + user, "assistant:" + assistant,
+                self._max_history_messages]
         version: Any = await self._write(
             self._eval(APPEND, self.session_keys(session_id), args))
         return int(version)
@@ -250,6 +258,7 @@ async def open_redis_store(
     prefix: str = "actorchat:",
     session_ttl_s: float | None = None,
     timeout_s: float = 2.0,
+    max_history_messages: int = 0,
 ) -> AsyncIterator[RedisStore]:
     """Open a coredis client on ``url`` and yield a ``RedisStore`` over it.
 
@@ -267,7 +276,8 @@ async def open_redis_store(
                            retry_policy=NoRetryPolicy())
     async with client:
         store = RedisStore(
-            client, prefix=prefix, session_ttl_s=session_ttl_s, location=redis_location(url)
+            client, prefix=prefix, session_ttl_s=session_ttl_s, location=redis_location(url),
+            max_history_messages=max_history_messages,
         )
         try:
             yield store

@@ -26,12 +26,19 @@ if tonumber(ARGV[1]) > 0 then
 end
 """)
 
-# KEYS: version, messages. ARGV: ttl_ms (0: none), first version, user, assistant.
+# KEYS: version, messages. ARGV: ttl_ms (0: none), first version, user, assistant, the most
+# messages to keep (0: no limit; past it the oldest whole turns, two messages each, go).
 # Returns the new version.
 APPEND = Lua("""
 redis.call('SET', KEYS[1], ARGV[2], 'NX')
 local version = redis.call('INCR', KEYS[1])
-redis.call('RPUSH', KEYS[2], ARGV[3], ARGV[4])
+local length = redis.call('RPUSH', KEYS[2], ARGV[3], ARGV[4])
+local limit = tonumber(ARGV[5])
+if limit > 0 and length > limit then
+  local drop = length - limit
+  drop = drop + drop % 2
+  redis.call('LTRIM', KEYS[2], drop, -1)
+end
 if tonumber(ARGV[1]) > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
   redis.call('PEXPIRE', KEYS[2], ARGV[1])

@@ -1,6 +1,14 @@
 """The upstream: the `Upstream` protocol and its implementation over the official openai SDK."""
 
-from .base import ChatRequest, Completion, Delta, RateLimitInfo, StreamEvent, Upstream
+from .base import (
+    ChatRequest,
+    Completion,
+    Delta,
+    ModelInfo,
+    RateLimitInfo,
+    StreamEvent,
+    Upstream,
+)
 from .headers import MAX_RETRY_AFTER_S, rate_limit_of, retry_after_of
 from .openai_sdk import OpenAIUpstream, translate_status
 
@@ -9,6 +17,7 @@ __all__ = [
     "ChatRequest",
     "Completion",
     "Delta",
+    "ModelInfo",
     "OpenAIUpstream",
     "RateLimitInfo",
     "StreamEvent",

@@ -8,17 +8,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """What to send upstream: the whole context, oldest first, and the sampling settings."""
+    """What to send upstream: the context, oldest first, and the sampling settings.
+
+    ``params`` holds the other OpenAI parameters the client gave (``max_tokens``, ``top_p``,
+    ``stop``, ``presence_penalty``, ``frequency_penalty``, ``seed``, ``user``), already
+    checked; they go into the request body as they are. Parameters not given are absent.
+    """
 
     messages: Sequence[Mapping[str, str]]
     model: str
     temperature: float
+    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +47,15 @@ class Delta:
 StreamEvent = Delta | Completion
 """What a stream yields: `Delta` pieces, then one final `Completion` whose ``content`` is the
 pieces joined."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """One model the upstream offers, as OpenAI's ``GET /v1/models`` lists it."""
+
+    id: str
+    owned_by: str
+    created: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +90,12 @@ class Upstream(Protocol):
         malformed chunk) raises one from the iteration. Leaving the block, early or not, or
         being cancelled closes the HTTP response; no task is left behind.
         """
+        ...
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The models the upstream offers (one attempt). Raises an
+        :class:`~actors.errors.UpstreamError` subclass on failure; cancelling it cancels the
+        HTTP request in flight."""
         ...
 
     async def aclose(self) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 
 import httpx2
 import openai
@@ -24,7 +24,7 @@ from ..errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from .base import ChatRequest, Completion, StreamEvent
+from .base import ChatRequest, Completion, ModelInfo, StreamEvent
 from .headers import rate_limit_of, retry_after_of
 from .streaming import CompletionStream
 from .transport import TrioHTTP11Transport
@@ -74,6 +74,22 @@ class OpenAIUpstream:
         finally:
             await events.aclose()
 
+    async def list_models(self) -> list[ModelInfo]:
+        """GET /models, one attempt. Raises an :class:`UpstreamError` subclass on failure."""
+        with self._translated_errors():
+            response = await self._client.get(
+                "/models", cast_to=httpx2.Response,
+                options={"security": {"bearer_auth": True}},
+            )
+        try:
+            return [
+                ModelInfo(id=str(model["id"]), owned_by=str(model.get("owned_by") or ""),
+                          created=int(model.get("created") or 0))
+                for model in response.json()["data"]
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise UpstreamUnavailable("the upstream sent a malformed model list") from None
+
     async def aclose(self) -> None:
         await self._client.close()
 
@@ -84,10 +100,12 @@ class OpenAIUpstream:
             "messages": request.messages,
             "temperature": request.temperature,
         }
+        if request.params:
+            payload.update(request.params)
         if stream:
             payload["stream"] = True
             payload["stream_options"] = {"include_usage": True}
-        try:
+        with self._translated_errors():
             # The SDK's own request path (auth, headers, error classes) without
             # chat.completions.create's recursive TypedDict transform of every message (14%
             # of a turn's CPU in profiles), and with the body already encoded: a dict body is
@@ -99,6 +117,12 @@ class OpenAIUpstream:
                 options={"security": {"bearer_auth": True}, "headers": _JSON},
                 stream=stream,
             )
+
+    @contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        """Turn the SDK's errors into domain errors, without the key in any message."""
+        try:
+            yield
         except openai.APIStatusError as error:
             detail = self._without_key(_message_of(error))
             raise translate_status(error.status_code, error.response.headers, detail) from None

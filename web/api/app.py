@@ -20,12 +20,13 @@ from actors.config import Settings
 from actors.service import ChatService, open_chat_service
 from actors.store import Store
 
-from . import debug_routes, health_routes, job_routes, session_routes
+from . import debug_routes, health_routes, job_routes, models_routes, session_routes
 from .cookies import CookieSigner
 from .docs import install_docs
 from .edge import install_edge
 from .errors import register_error_handlers
 from .metrics import install_metrics
+from .openapi import SECURITY_SCHEMES, ActorChatOpenAPI
 from .state import AppState
 from .upstreams import open_upstream
 
@@ -59,6 +60,8 @@ def create_app(settings: Settings, store: Store | None = None) -> QuartTrio:
         info={"title": "actorchat", "version": "0.1.0",
               "description": "OpenAI chat for many concurrent conversations, on Trio actors."},
         redoc_ui_path=None,
+        openapi_provider_class=ActorChatOpenAPI,
+        security_schemes=SECURITY_SCHEMES,
         scalar_ui_path=None,
     )
     install_docs(app)
@@ -68,7 +71,7 @@ def create_app(settings: Settings, store: Store | None = None) -> QuartTrio:
     register_error_handlers(app)
     install_metrics(app)
     install_edge(app, state)  # access log, request metrics, POST /api/chat's fast path
-    for module in (session_routes, job_routes, health_routes, debug_routes):
+    for module in (session_routes, job_routes, models_routes, health_routes, debug_routes):
         app.register_blueprint(module.blueprint)
 
     # QuartTrio.shutdown puts a deadline of BACKGROUND_TASK_SHUTDOWN_TIMEOUT (Quart's default:

@@ -29,13 +29,16 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 
 from quart import Blueprint, Response, jsonify, request
+from quart_schema import document_querystring, document_response, security_scheme
 
 from actors.actor import ActorStats
 from actors.stats import ServiceStats
 
 from .debug_page import page_response
 from .errors import BadInput, Forbidden, Unauthorized, error_response, response_for
+from .openapi import DEBUG_SECURITY, document_errors, document_media
 from .state import app_state, chat_service
+from .status_models import ActorDetail, ActorListing, DebugQuery
 
 blueprint = Blueprint("debug", __name__)
 
@@ -191,6 +194,10 @@ def _parse_state(raw: str | None) -> str | None:
 
 
 @blueprint.get("/debug/actors")
+@security_scheme(DEBUG_SECURITY)
+@document_querystring(DebugQuery)
+@document_response(ActorListing, 200)
+@document_errors(400, 401, 403)
 async def actors() -> Response:
     """Live actors, most recently active first, with system-wide totals.
 
@@ -211,11 +218,15 @@ async def actors() -> Response:
 
 
 @blueprint.get("/debug/actors/<key>")
+@security_scheme(DEBUG_SECURITY)
+@document_response(ActorDetail, 200)
+@document_errors(401, 403, 404)
 async def actor(key: str) -> Response:
     """The live actor with this key (of any kind, or of ``?kind=``), or 404.
 
-    Adds ``last_error`` and ``history_length``: for a session, the number of messages in its
-    conversation (user and assistant); ``null`` for other kinds.
+    Adds ``last_error``, ``history_length``: for a session, the number of messages in its
+    conversation (user and assistant), and ``last_context_messages``: how many messages its
+    last turn sent upstream (system prompt included); ``null`` for other kinds.
     """
     kind = request.args.get("kind") or None
     listed = chat_service().stats(key=key, kind=kind, limit=1).listed
@@ -226,6 +237,7 @@ async def actor(key: str) -> Response:
     body = actor_body(stats, secret_values)
     body["last_error"] = _scrub(stats.last_error, secret_values)
     body["history_length"] = stats.history_length
+    body["last_context_messages"] = stats.last_context_messages
     return jsonify(body)
 
 
@@ -233,6 +245,9 @@ async def actor(key: str) -> Response:
 
 
 @blueprint.get("/debug")
+@security_scheme(DEBUG_SECURITY)
+@document_media(200, "text/html", "a page that shows /debug/actors and refreshes it")
+@document_errors(401, 403)
 async def page() -> Response:
     """A self-contained page that shows ``/debug/actors`` and refreshes it every 2 s.
 

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from quart import Blueprint, Response, jsonify
+from quart_schema import document_response
 
 from .state import app_state
+from .status_models import Health, Readiness
 
 blueprint = Blueprint("health", __name__)
 
 
 @blueprint.get("/healthz")
+@document_response(Health, 200)
 async def healthz() -> Response:
     """The process answers."""
     return jsonify({"status": "ok"})
 
 
 @blueprint.get("/readyz")
+@document_response(Readiness, 200)
+@document_response(Readiness, 503)
 async def readyz() -> tuple[Response, int]:
     """Ready when an upstream is configured and the store answers; 503 otherwise, with
     ``reasons`` saying what is missing (empty when ready)."""

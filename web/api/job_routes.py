@@ -19,7 +19,6 @@ from . import sse
 from .errors import BadInput
 from .exchange import note_log_id
 from .models import (
-    ErrorBody,
     JobAccepted,
     JobRequest,
     JobResult,
@@ -27,6 +26,7 @@ from .models import (
     check_length,
     read_body,
 )
+from .openapi import EVENT_STREAM, document_errors, document_media
 from .state import app_state, chat_service
 
 blueprint = Blueprint("jobs", __name__)
@@ -71,10 +71,7 @@ def _trace_id(raw: str) -> str:
 @blueprint.post("/chat")
 @document_request(JobRequest)
 @document_response(JobAccepted, 202)
-@document_response(ErrorBody, 400)
-@document_response(ErrorBody, 409)
-@document_response(ErrorBody, 413)
-@document_response(ErrorBody, 503)
+@document_errors(400, 404, 408, 409, 413, 503)
 async def submit() -> tuple[Response, int]:
     """Start a chat job and answer at once with its trace ID.
 
@@ -88,14 +85,16 @@ async def submit() -> tuple[Response, int]:
     temperature = (
         settings.chat.default_temperature if body.temperature is None else body.temperature
     )
+    params = body.openai_params()
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= _MAX_KEY_CHARS:
         raise BadInput(f"Idempotency-Key must have 1 to {_MAX_KEY_CHARS} characters")
     fingerprint = hashlib.sha256(
-        json.dumps([body.message, model, temperature]).encode()
+        json.dumps([body.message, model, temperature, params], sort_keys=True).encode()
     ).hexdigest()
     record, replayed = await chat_service().submit_job(
-        body.message, model, temperature, idempotency_key=key, fingerprint=fingerprint
+        body.message, model, temperature, idempotency_key=key, fingerprint=fingerprint,
+        params=params,
     )
     note_log_id(request.scope, record.trace_id)
     response = jsonify(
@@ -112,8 +111,7 @@ async def submit() -> tuple[Response, int]:
 @blueprint.get("/chat/<trace_id>/response")
 @document_querystring(WaitQuery)
 @document_response(JobResult, 200)
-@document_response(ErrorBody, 400)
-@document_response(ErrorBody, 404)
+@document_errors(400, 404, 503)
 async def result(trace_id: str) -> Response:
     """The job's status and, once it has finished, its answer or error.
 
@@ -135,7 +133,7 @@ async def result(trace_id: str) -> Response:
 
 @blueprint.delete("/chat/<trace_id>")
 @document_response(JobResult, 200)
-@document_response(ErrorBody, 404)
+@document_errors(404, 503)
 async def cancel(trace_id: str) -> Response:
     """Cancel a job that is still queued or running; a finished job is left as it is."""
     trace_id = _trace_id(trace_id)
@@ -157,7 +155,10 @@ def _event_bytes(event: JobEvent) -> bytes:
 
 
 @blueprint.get("/chat/<trace_id>/events")
-@document_response(ErrorBody, 404)
+@document_media(200, EVENT_STREAM, "the job's events until it ends: `event: status`, "
+                "`data: {\"delta\"}` pieces, `event: result` with the final record, then "
+                "`data: [DONE]`")
+@document_errors(404, 503)
 async def events(trace_id: str) -> Response:
     """Server-sent events of the job until it ends: ``event: status`` for each status,
     ``data: {"delta": ...}`` for each piece of the answer, then ``event: result`` with the

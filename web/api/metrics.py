@@ -27,6 +27,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from quart import Blueprint, Quart, Response, current_app
 
+from .openapi import document_media
 from .state import AppState
 
 METRICS_KEY = "actorchat.metrics"
@@ -185,6 +186,7 @@ def install_metrics(app: Quart) -> AppMetrics:
 
 
 @blueprint.get("/metrics")
+@document_media(200, "text/plain", "the metrics in Prometheus' text format (version 0.0.4)")
 async def metrics_text() -> Response:
     """The app's metrics in Prometheus' text format. Open: it holds no secret and no ID."""
     metrics: AppMetrics = current_app.extensions[METRICS_KEY]

@@ -5,13 +5,39 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from quart import request
 
 from .errors import BadInput, TooLarge
 
 Temperature = Annotated[float, Field(strict=True, ge=0, le=2)]
 ModelName = Annotated[str, Field(strict=True, min_length=1, max_length=200)]
+Penalty = Annotated[float, Field(strict=True, ge=-2, le=2)]
+StopSequence = Annotated[str, Field(strict=True, min_length=1)]
+_INT64 = 2**63
+
+
+def _whole(value: object) -> object:
+    # JSON Schema's "integer" includes 53.0, and so do OpenAI and schemathesis; strict
+    # pydantic would refuse it. Anything else that is not an int is left to the strict check.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Whole = BeforeValidator(_whole)
+Int64 = Annotated[int, Field(strict=True, ge=-_INT64, le=_INT64 - 1), Whole]
+MAX_STOP_SEQUENCES = 4
+StopList = Annotated[list[StopSequence], Field(min_length=1, max_length=MAX_STOP_SEQUENCES)]
+# Not blank: the pattern says so in the schema; _not_blank checks it with its own message.
+Text = Annotated[str, Field(strict=True, min_length=1, json_schema_extra={"pattern": r"\S"})]
 
 
 def _not_blank(value: str) -> str:
@@ -20,16 +46,65 @@ def _not_blank(value: str) -> str:
     return value
 
 
-class ChatRequest(BaseModel):
+class OpenAIParameters(BaseModel):
+    """The OpenAI parameters passed through to the upstream, checked against OpenAI's ranges.
+
+    An unknown field is refused (400, naming it), so a misspelt parameter is never silently
+    dropped. ``null`` means "not given", as it does for OpenAI.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    max_tokens: Annotated[int, Field(strict=True, ge=1), Whole] | None = Field(
+        None, description="the most tokens the answer may have")
+    top_p: Annotated[float, Field(strict=True, ge=0, le=1)] | None = None
+    stop: StopSequence | StopList | None = Field(
+        None, description="up to 4 sequences where the upstream stops the answer")
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    seed: Int64 | None = None
+    user: Annotated[str, Field(strict=True)] | None = Field(
+        None, description="the end user's ID, for the upstream's abuse monitoring")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop(cls, value: object) -> object:
+        # One plain message instead of one per branch of the union.
+        if value is None or (isinstance(value, str) and value):
+            return value
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_STOP_SEQUENCES or \
+                not all(isinstance(item, str) and item for item in value):
+            raise ValueError(f"must be a non-empty string or a list of 1 to "
+                             f"{MAX_STOP_SEQUENCES} non-empty strings")
+        return value
+
+    def openai_params(self) -> dict[str, Any]:
+        """The parameters given (not null), as the upstream's request body names them."""
+        return {
+            name: getattr(self, name) for name in _PARAMETER_NAMES
+            if getattr(self, name) is not None
+        }
+
+
+_PARAMETER_NAMES = tuple(OpenAIParameters.model_fields)
+
+
+class ChatRequest(OpenAIParameters):
     """One turn of the cookie's conversation."""
 
-    model_config = ConfigDict(extra="ignore")
-    prompt: Annotated[str, Field(strict=True, min_length=1)]
+    prompt: Text
     model: ModelName | None = None
     temperature: Temperature | None = None
     stream: Literal[False] = False
 
     _blank = field_validator("prompt")(_not_blank)
+
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _boolean(cls, value: object) -> object:
+        # Literal[False] alone would take 0 (0 == False); only a JSON boolean is one.
+        if not isinstance(value, bool):
+            raise ValueError("must be a boolean")
+        return value
 
 
 class Usage(BaseModel):
@@ -53,11 +128,10 @@ class History(BaseModel):
     messages: list[HistoryMessage]
 
 
-class JobRequest(BaseModel):
+class JobRequest(OpenAIParameters):
     """A background chat job, answered by trace ID."""
 
-    model_config = ConfigDict(extra="ignore")
-    message: Annotated[str, Field(strict=True, min_length=1)]
+    message: Text
     model: ModelName | None = None
     temperature: Temperature | None = None
 
@@ -92,6 +166,22 @@ class JobResult(BaseModel):
 
 class WaitQuery(BaseModel):
     wait: float = Field(0, ge=0, le=30, description="seconds to wait for the job to finish")
+
+
+class ModelEntry(BaseModel):
+    """One model, as OpenAI's ``GET /v1/models`` lists it."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelListBody(BaseModel):
+    """``GET /api/models``: OpenAI's list shape, so OpenAI clients can read it as it is."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelEntry]
 
 
 class ErrorDetail(BaseModel):
@@ -134,7 +224,9 @@ def parse_body(raw: bytes, model: type[Model]) -> Model:
 def describe(error: ValidationError) -> str:
     """One readable line per problem: ``prompt: Field required``."""
     return "; ".join(
-        f"{'.'.join(str(part) for part in problem['loc']) or 'body'}: {problem['msg']}"
+        f"{'.'.join(str(part) for part in problem['loc']) or 'body'}: "
+        + ("unknown field" if problem["type"] == "extra_forbidden"
+           else problem["msg"].removeprefix("Value error, "))
         for problem in error.errors()
     )
 

@@ -6,7 +6,8 @@ from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_request, document_response
 
 from .exchange import note_log_id
-from .models import ChatReply, ChatRequest, ErrorBody, History
+from .models import ChatReply, ChatRequest, History
+from .openapi import EVENT_STREAM, document_errors, document_media
 from .state import app_state, chat_service
 from .turn import claimed_session_id, run_turn
 
@@ -20,12 +21,11 @@ def _cookie_session_id() -> str | None:
 @blueprint.post("/api/chat")
 @document_request(ChatRequest)
 @document_response(ChatReply, 200)
-@document_response(ErrorBody, 400)
-@document_response(ErrorBody, 413)
-@document_response(ErrorBody, 429)
-@document_response(ErrorBody, 502)
-@document_response(ErrorBody, 503)
-@document_response(ErrorBody, 504)
+@document_media(200, EVENT_STREAM, "the answer: JSON, or with \"stream\": true (or Accept: "
+                "text/event-stream) server-sent events: data: {\"delta\": ...} per piece, one "
+                "data: {\"response\", \"model\", \"usage\"}, then data: [DONE]; a failure "
+                "after the first event is an event: error with {type, message}")
+@document_errors(400, 408, 413, 429, 502, 503, 504)
 async def chat() -> Response:
     """One turn of the cookie's conversation.
 
@@ -43,6 +43,7 @@ async def chat() -> Response:
 
 @blueprint.get("/api/chat/history")
 @document_response(History, 200)
+@document_errors(429, 503)
 async def history() -> Response:
     """The cookie's conversation, oldest first, without the system prompt."""
     session_id = _cookie_session_id()
@@ -52,7 +53,8 @@ async def history() -> Response:
 
 
 @blueprint.delete("/api/chat")
-@document_response(ErrorBody, 503)
+@document_media(204, None, "the conversation is forgotten and the cookie cleared")
+@document_errors(429, 503)
 async def forget() -> Response:
     """Forget the cookie's conversation and clear the cookie (204)."""
     session_id = _cookie_session_id()

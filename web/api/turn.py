@@ -81,6 +81,7 @@ async def run_turn(state: AppState, raw_body: bytes, claimed: str | None) -> Tur
             body.prompt,
             body.model or settings.chat.default_model,
             settings.chat.default_temperature if body.temperature is None else body.temperature,
+            params=body.openai_params(),
         )
     except ActorChatError as error:
         result.status, result.body, headers = error_parts(error)
