@@ -38,6 +38,13 @@ RETRY_AFTER = {
 }
 
 EVENT_STREAM = "text/event-stream"
+EVENT_SCHEMA: dict[str, Any] = {
+    "description": "one server-sent event; `data` is compact JSON, or `[DONE]` at the end",
+    "type": "object",
+    "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+    "required": ["data"],
+}
+"""One event of an event stream, as schema-driven clients (schemathesis) read it."""
 
 SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
     "debugToken": {"type": "http", "scheme": "bearer"},  # DEBUG_TOKEN
@@ -56,9 +63,11 @@ def document_media(
     same status with ``@document_response`` is kept beside it.
     """
 
+    default = EVENT_SCHEMA if media_type == EVENT_STREAM else {"type": "string"}
+
     def decorator(handler: Handler) -> Handler:
         bodies = getattr(handler, _MEDIA_ATTRIBUTE, [])
-        bodies.append((status, media_type, description, schema or {"type": "string"}))
+        bodies.append((status, media_type, description, schema or default))
         setattr(handler, _MEDIA_ATTRIBUTE, bodies)
         return handler
 
