@@ -23,7 +23,15 @@ from .config import Settings
 from .errors import IdempotencyConflict, JobNotFound, ShuttingDown
 from .job import AcceptJob, JobActor, JobRecords, RunJob
 from .job_queue import JobQueue
-from .session import ChatTurn, Forget, GetHistory, SessionActor, TurnReply
+from .session import (
+    ChatTurn,
+    Forget,
+    GetHistory,
+    SessionActor,
+    TurnReply,
+    TurnStream,
+    open_turn_stream,
+)
 from .stats import JobStats, ServiceStats
 from .store import MemoryStore
 from .store.base import JobRecord, Message, Store
@@ -182,6 +190,26 @@ class ChatService:
             "session", session_id, lambda: self._session_actor(session_id),
             ChatTurn(prompt, model, temperature),
         )
+
+    def stream_chat(self, session_id: str, prompt: str, model: str, temperature: float,
+                    *, buffer: int = 16) -> TurnStream:
+        """Start a streamed turn of the session, in order with its other turns; never awaits.
+
+        Raises at once what :meth:`chat` raises at once (busy, too many actors, shutting
+        down). Read the :class:`TurnStream`'s pieces, then its reply; close it when done
+        (closing early cancels the turn and records nothing).
+        """
+        send, receive = open_turn_stream(buffer)
+        try:
+            reply = self._system.send(
+                "session", session_id, lambda: self._session_actor(session_id),
+                ChatTurn(prompt, model, temperature, send),
+            )
+        except BaseException:
+            send.close()
+            receive.close()
+            raise
+        return TurnStream(receive, reply)
 
     async def history(self, session_id: str) -> list[Message]:
         """The session's recorded turns, oldest first, after those already queued for it.

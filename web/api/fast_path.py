@@ -15,9 +15,9 @@ metrics are the edge's, as for any route. The session comes from the one cookie 
 Quart hook to skip (``tests/test_edge.py`` pins that). The session API tests run against both
 doors; ``ActorChat``'s edge setting ``fast_chat = False`` sends the route to Quart.
 
-Like Quart, it cancels the handler when the client disconnects; a response is sent through
-ASGI messages, so a streamed answer is more ``http.response.body`` messages in the same
-watched scope.
+Like Quart, it cancels the handler when the client disconnects, which cancels the turn
+(dropped if queued, its upstream call cancelled if running: issue 11, finding 9); a streamed
+answer is more ``http.response.body`` messages in the same watched scope.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from .asgi import (
     Send,
     answer_and_close,
     declared_length,
+    header_value,
     read_request_body,
+    send_events,
     send_response,
 )
 from .errors import (
@@ -92,12 +94,15 @@ async def serve_chat(
 
         nursery.start_soon(cancel_when_client_leaves)
         try:
-            result = await run_turn(state, body, claimed)
+            result = await run_turn(state, body, claimed, header_value(headers, b"accept"))
         except Exception:
             result = TurnResult(*unexpected_error_parts("POST", ROUTE))
         if exchange is not None:
             exchange.log_id = result.log_id
-        await send_response(send, result.status, result.body, result.headers)
+        if result.events is not None:
+            await send_events(send, result.status, result.events, result.headers)
+        else:
+            await send_response(send, result.status, result.body, result.headers)
         answered = True
         # The watcher ends on the http.disconnect that an ASGI server sends once the response
         # is complete: no cancellation on the way out (cancelling it cost ~60 us a turn).

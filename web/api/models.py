@@ -27,7 +27,7 @@ class ChatRequest(BaseModel):
     prompt: Annotated[str, Field(strict=True, min_length=1)]
     model: ModelName | None = None
     temperature: Temperature | None = None
-    stream: Literal[False] = False
+    stream: Annotated[bool, Field(strict=True)] = False  # true: answered as server-sent events
 
     _blank = field_validator("prompt")(_not_blank)
 
