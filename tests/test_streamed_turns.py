@@ -202,6 +202,8 @@ async def test_a_queued_turn_whose_client_left_is_never_sent_upstream_nor_record
         assert prompts == ["first", "second"]
         assert [m["content"] for m in await history(client)][::2] == ["first", "second"]
         assert server.service.stats().actors.abandoned == {"session": 1}
+        metrics = (await client.get("/metrics")).text
+        assert 'actorchat_actors_abandoned_total{kind="session"} 1.0' in metrics
 
 
 async def test_a_running_turn_whose_client_left_is_cancelled_upstream_and_not_recorded(
@@ -221,3 +223,41 @@ async def test_a_running_turn_whose_client_left_is_cancelled_upstream_and_not_re
         await until(settled, "the turn to be cancelled")
         assert [m["content"] for m in await history(client)] == \
             ["first", first.json()["response"]]
+
+
+async def test_a_stream_dropped_mid_way_is_an_error_event_and_nothing_is_recorded(
+    start_server: StartServer, start_simulator: StartSimulator, chat_door: str,
+) -> None:
+    simulator = await start_simulator(rate_drop=1.0, stream_chunks=6)
+    server = await start(start_server, chat_door, simulator)
+    async with server.client() as client:
+        reply, events, _ = await stream_chat(client, "hi")
+        assert reply.status_code == 200
+        assert events[-1][0] == "error"
+        assert json.loads(events[-1][1])["type"] == "upstream_unavailable"
+        assert await history(client) == []
+
+
+async def test_turns_past_the_bytes_all_mailboxes_may_hold_get_503_with_retry_after(
+    start_server: StartServer, start_simulator: StartSimulator, chat_door: str,
+) -> None:
+    simulator = await start_simulator(latency_ms=500)
+    server = await start(start_server, chat_door, simulator,
+                         actors={"max_queued_bytes": 100_000})
+    prompt = "x" * 30_000
+    statuses: list[int] = []
+    async with server.client() as client:
+        await client.post("/api/chat", json={"prompt": "hi"})  # the client keeps the cookie
+        async with trio.open_nursery() as nursery:
+
+            async def turn() -> None:
+                reply = await client.post("/api/chat", json={"prompt": prompt})
+                statuses.append(reply.status_code)
+                if reply.status_code == 503:
+                    assert reply.json()["error"]["type"] == "overloaded"
+                    assert reply.headers["retry-after"] == "1"
+
+            for _ in range(6):
+                nursery.start_soon(turn)
+    assert statuses.count(503) >= 2  # at most 3 of 30,000 characters wait; one runs
+    assert statuses.count(200) >= 3
