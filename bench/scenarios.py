@@ -15,6 +15,8 @@ its numbers and targets as an `Outcome`.
 - ``soak``: mixed session and job traffic (5 minutes judged, after a warm-up; ``--soak-s``),
   with 2,000 HTTP/1.0 connections that wait for the server to close them: the server's open
   file descriptors back to their baseline afterwards, RSS flat (within 10%).
+- ``streaming``: 500 concurrent streamed conversations, 20 chunks 20 ms apart: time to first
+  byte above the simulator's own, delivered chunks per second, errors, histories, RSS.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .procs import BenchError
 from .scenarios_load import client_ceiling, many, many_burst, throughput
 from .scenarios_soak import soak
 from .scenarios_state import idle_memory, snapshot
+from .scenarios_stream import streaming
 from .scenarios_upstream import rate_limited
 
 __all__ = ["SCENARIOS", "Bench", "Outcome", "Scenario", "run_scenario"]
@@ -42,6 +45,7 @@ SCENARIOS: dict[str, Scenario] = {
     "snapshot": snapshot,
     "429": rate_limited,
     "soak": soak,
+    "streaming": streaming,
 }
 
 
