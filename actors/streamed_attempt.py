@@ -26,20 +26,25 @@ class StreamedAttempt:
     returned. Once a piece was delivered, an :class:`UpstreamError` is marked not transient,
     so the caller does not retry a stream the reader has part of. An error from ``on_piece``
     (its reader went away) propagates as it is. Cancelling closes the upstream stream.
+    ``on_answered`` is called at the first event: the upstream has answered (the rate gate
+    ends its start-up probing then, not 20 chunks later when the stream ends).
     """
 
-    __slots__ = ("_on_piece", "_timeout_s", "_upstream", "delivered")
+    __slots__ = ("_on_answered", "_on_piece", "_timeout_s", "_upstream", "delivered")
 
-    def __init__(self, upstream: Upstream | None, on_piece: OnPiece, timeout_s: float) -> None:
+    def __init__(self, upstream: Upstream | None, on_piece: OnPiece, timeout_s: float,
+                 on_answered: Callable[[], None] = lambda: None) -> None:
         self._upstream = upstream
         self._on_piece = on_piece
         self._timeout_s = timeout_s
+        self._on_answered = on_answered
         self.delivered = False  # a piece went to the reader: no more retries
 
     async def __call__(self, request: ChatRequest, deadline: trio.CancelScope) -> Completion:
         assert self._upstream is not None
         try:
             async with self._upstream.stream(request) as events:
+                self._on_answered()
                 with trio.CancelScope() as gap:
                     async for event in events:
                         deadline.deadline = math.inf  # from the first event on, gaps count

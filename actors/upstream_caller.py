@@ -134,7 +134,8 @@ class UpstreamCaller:
         ``on_piece`` (its reader went away) ends the stream and is raised as it is.
         Cancelling this closes the upstream stream; no task is left behind.
         """
-        attempt = StreamedAttempt(self.upstream, on_piece, self.config.timeout_s)
+        attempt = StreamedAttempt(self.upstream, on_piece, self.config.timeout_s,
+                                  self.gate.answered)
         return await self._call(attempt, request, key, on_activity, timings)
 
     async def _complete_once(self, request: ChatRequest, deadline: trio.CancelScope,
