@@ -18,9 +18,15 @@ from .upstream import ChatRequest, Completion, Delta, Upstream
 
 OnPiece = Callable[[str], Awaitable[None]]
 
+# The gap deadline is moved only when it is nearer than ``timeout_s`` less this share of it:
+# moving a deadline is a heap update in Trio's run loop, and events come every few ms. So a
+# silence of between 90% and 100% of ``timeout_s`` after an event counts as a timeout.
+_GAP_SLACK = 0.1
+
 
 class StreamedAttempt:
-    """Called once per attempt with the request and the attempt's deadline scope.
+    """Called once per attempt with the request, the attempt's deadline scope and the
+    call's retry budget scope.
 
     Each non-empty :class:`Delta` goes to ``on_piece``; the final :class:`Completion` is
     returned. Once a piece was delivered, an :class:`UpstreamError` is marked not transient,
@@ -40,15 +46,22 @@ class StreamedAttempt:
         self._on_answered = on_answered
         self.delivered = False  # a piece went to the reader: no more retries
 
-    async def __call__(self, request: ChatRequest, deadline: trio.CancelScope) -> Completion:
+    async def __call__(self, request: ChatRequest, deadline: trio.CancelScope,
+                       budget: trio.CancelScope) -> Completion:
         assert self._upstream is not None
         try:
             async with self._upstream.stream(request) as events:
                 self._on_answered()
-                with trio.CancelScope() as gap:
+                # From the head on, only the gaps between events count: an answer may stream
+                # for longer than one attempt's timeout or the whole call's retry budget.
+                deadline.deadline = budget.deadline = math.inf
+                timeout_s = self._timeout_s
+                near = timeout_s * (1 - _GAP_SLACK)
+                with trio.CancelScope(deadline=trio.current_time() + timeout_s) as gap:
                     async for event in events:
-                        deadline.deadline = math.inf  # from the first event on, gaps count
-                        gap.deadline = trio.current_time() + self._timeout_s
+                        now = trio.current_time()
+                        if gap.deadline - now < near:
+                            gap.deadline = now + timeout_s
                         if isinstance(event, Delta):
                             if event.text:
                                 self.delivered = True
@@ -56,9 +69,7 @@ class StreamedAttempt:
                             continue
                         return event
                 if gap.cancelled_caught:
-                    raise UpstreamTimeout(
-                        f"the upstream stream was silent for {self._timeout_s:g} s"
-                    )
+                    raise UpstreamTimeout(f"the upstream stream was silent for {timeout_s:g} s")
                 raise UpstreamUnavailable("the upstream stream ended before its last event")
         except UpstreamError as error:
             if self.delivered:

@@ -55,8 +55,9 @@ class CallTimings:
     last_error: UpstreamError | None = None
 
 
-# One attempt's call: the request and the attempt's deadline scope, which a stream pushes on.
-_Call = Callable[[ChatRequest, trio.CancelScope], Awaitable[Completion]]
+# One attempt's call: the request, the attempt's deadline scope and the whole call's budget
+# scope (``max_retry_s``); a stream lifts both once the upstream has answered.
+_Call = Callable[[ChatRequest, trio.CancelScope, trio.CancelScope], Awaitable[Completion]]
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -130,8 +131,9 @@ class UpstreamCaller:
 
         Retried as :meth:`complete` is, but only until the first piece went to ``on_piece``:
         after that an error is raised as it is, never retried. ``upstream.timeout_s`` bounds
-        the wait for the first event and then each gap between events. An error raised by
-        ``on_piece`` (its reader went away) ends the stream and is raised as it is.
+        the wait for the response head and then each gap between events; ``max_retry_s``
+        bounds the attempts until a head arrives, not how long an answer may stream. An
+        error raised by ``on_piece`` (its reader went away) ends the stream, raised as is.
         Cancelling this closes the upstream stream; no task is left behind.
         """
         attempt = StreamedAttempt(self.upstream, on_piece, self.config.timeout_s,
@@ -139,7 +141,7 @@ class UpstreamCaller:
         return await self._call(attempt, request, key, on_activity, timings)
 
     async def _complete_once(self, request: ChatRequest, deadline: trio.CancelScope,
-                             ) -> Completion:
+                             budget: trio.CancelScope) -> Completion:
         assert self.upstream is not None
         return await self.upstream.complete(request)
 
@@ -153,15 +155,16 @@ class UpstreamCaller:
             )
         timings = timings if timings is not None else CallTimings()
         report = on_activity or (lambda activity: None)
-        with trio.move_on_after(self.config.max_retry_s):
+        with trio.move_on_after(self.config.max_retry_s) as budget:
             # The first attempt runs without tenacity: see _retry for why and what it costs.
             try:
-                return await self._attempt(call, request, timings, report, key)
+                return await self._attempt(call, request, timings, report, key, budget)
             except UpstreamError as error:
                 if not error.transient or self.config.max_attempts == 1:
                     raise
                 first_failure = error
-            return await self._retry(call, request, timings, report, key, first_failure)
+            return await self._retry(call, request, timings, report, key, budget,
+                                     first_failure)
         last_error = timings.last_error
         if isinstance(last_error, UpstreamRateLimited):
             raise UpstreamRateLimited(
@@ -175,7 +178,8 @@ class UpstreamCaller:
 
     async def _retry(
         self, call: _Call, request: ChatRequest, timings: CallTimings,
-        report: Callable[[str], None], key: str, first_failure: UpstreamError,
+        report: Callable[[str], None], key: str, budget: trio.CancelScope,
+        first_failure: UpstreamError,
     ) -> Completion:
         """Attempts 2 and on, with tenacity's ``AsyncRetrying`` used as documented.
 
@@ -203,12 +207,12 @@ class UpstreamCaller:
                 if pending is not None:
                     replayed, pending = pending, None
                     raise replayed
-                completion = await self._attempt(call, request, timings, report, key)
+                completion = await self._attempt(call, request, timings, report, key, budget)
         return completion
 
     async def _attempt(
         self, call: _Call, request: ChatRequest, timings: CallTimings,
-        report: Callable[[str], None], key: str,
+        report: Callable[[str], None], key: str, budget: trio.CancelScope,
     ) -> Completion:
         assert self.upstream is not None
         timings.attempts += 1
@@ -224,7 +228,7 @@ class UpstreamCaller:
             self.in_flight += 1
             try:
                 with trio.move_on_after(self.config.timeout_s) as deadline:
-                    completion = await call(request, deadline)
+                    completion = await call(request, deadline, budget)
                 if deadline.cancelled_caught:
                     raise UpstreamTimeout(
                         f"the upstream did not answer within {self.config.timeout_s:g} s"

@@ -15,7 +15,13 @@ import trio
 import trio.testing
 
 from actors.config import build_settings
-from actors.errors import CallerLeft, MailboxesFull, SessionBusy, UpstreamUnavailable
+from actors.errors import (
+    CallerLeft,
+    MailboxesFull,
+    SessionBusy,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from actors.service import given_upstream, open_chat_service
 from actors.store import MemoryStore
 from actors.upstream import ChatRequest, Delta, StreamEvent
@@ -45,6 +51,29 @@ class BreaksMidStream(ScriptedUpstream):
             return
         async with super().stream(request) as events:
             yield events
+
+
+class FallsSilent(ScriptedUpstream):
+    """Streams one piece every second for ``pieces`` pieces, then nothing, ever."""
+
+    def __init__(self, pieces: int) -> None:
+        super().__init__()
+        self.pieces = pieces
+        self.streams = 0
+
+    @asynccontextmanager
+    async def stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        self.streams += 1
+        async with aclosing(_then_silence(self.pieces)) as events:
+            yield events
+
+
+async def _then_silence(pieces: int) -> AsyncGenerator[StreamEvent, None]:
+    for _ in range(pieces):
+        await trio.sleep(1)
+        yield Delta("x")
+    await trio.sleep_forever()
+    yield Delta("never")
 
 
 async def _broken() -> AsyncGenerator[StreamEvent, None]:
@@ -196,3 +225,22 @@ async def test_turns_waiting_in_all_mailboxes_are_bounded_in_bytes_with_an_overl
             nursery.cancel_scope.cancel()
         await trio.testing.wait_all_tasks_blocked()
         service.stream_chat(sessions[3], "x" * 4000, "m", 0.7).close()  # room again
+
+
+async def test_a_stream_silent_for_the_upstream_timeout_fails_without_a_retry(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    upstream = FallsSilent(pieces=30)  # 30 s of pieces, each gap well under the timeout
+    store = MemoryStore()  # and longer than the retry budget: a streaming answer outlasts it
+    async with open_chat_service(settings(upstream={"timeout_s": 10, "max_retry_s": 20}),
+                                 open_upstream=given_upstream(upstream), store=store) as service:
+        await store.create_session("s")
+        started = trio.current_time()
+        stream = service.stream_chat("s", "hi", "m", 0.7)
+        assert len(await read_all(stream)) == 30
+        with pytest.raises(UpstreamTimeout):
+            await stream.reply()
+        silent_s = trio.current_time() - started - 30
+        assert 9 <= silent_s <= 10
+        assert upstream.streams == 1
+        assert await store.load_history("s") == []
