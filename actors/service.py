@@ -30,7 +30,7 @@ from .session import (
     SessionActor,
     TurnReply,
     TurnStream,
-    open_turn_stream,
+    start_turn_stream,
 )
 from .stats import JobStats, ServiceStats
 from .store import MemoryStore
@@ -192,24 +192,18 @@ class ChatService:
         )
 
     def stream_chat(self, session_id: str, prompt: str, model: str, temperature: float,
-                    *, buffer: int = 16) -> TurnStream:
+                    ) -> TurnStream:
         """Start a streamed turn of the session, in order with its other turns; never awaits.
 
         Raises at once what :meth:`chat` raises at once (busy, too many actors, shutting
-        down). Read the :class:`TurnStream`'s pieces, then its reply; close it when done
-        (closing early cancels the turn and records nothing).
+        down). See :class:`TurnStream`: closing it early cancels the turn, recording nothing.
         """
-        send, receive = open_turn_stream(buffer)
-        try:
-            reply = self._system.send(
-                "session", session_id, lambda: self._session_actor(session_id),
-                ChatTurn(prompt, model, temperature, send),
-            )
-        except BaseException:
-            send.close()
-            receive.close()
-            raise
-        return TurnStream(receive, reply)
+        return start_turn_stream(
+            lambda turn: self._system.send(
+                "session", session_id, lambda: self._session_actor(session_id), turn
+            ),
+            ChatTurn(prompt, model, temperature),
+        )
 
     async def history(self, session_id: str) -> list[Message]:
         """The session's recorded turns, oldest first, after those already queued for it.

@@ -10,7 +10,8 @@ turn sends the answer's pieces to its caller as they come (:class:`TurnStream` r
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import trio
@@ -214,7 +215,15 @@ class TurnStream:
         self.close()
 
 
-def open_turn_stream(buffer: int) -> tuple[trio.MemorySendChannel[str],
-                                           trio.MemoryReceiveChannel[str]]:
-    """The channel a streamed turn's pieces go through, ``buffer`` pieces deep."""
-    return trio.open_memory_channel[str](buffer)
+def start_turn_stream(post: Callable[[ChatTurn], ReplySlot[TurnReply]], turn: ChatTurn,
+                      buffer: int = 16) -> TurnStream:
+    """Post ``turn`` streamed (``post`` puts it in the session's mailbox) and return its
+    :class:`TurnStream`, whose channel holds ``buffer`` pieces; ``post``'s errors propagate."""
+    send, receive = trio.open_memory_channel[str](buffer)
+    try:
+        reply = post(replace(turn, pieces=send))
+    except BaseException:
+        send.close()
+        receive.close()
+        raise
+    return TurnStream(receive, reply)
