@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import outcome
 import trio
 
-from .errors import ActorChatError, ActorCrashed, ActorStopped, ShuttingDown
-from .ref import ActorRef, Envelope
+from .errors import ActorChatError, ActorCrashed, ActorStopped, CallerLeft, ShuttingDown
+from .ref import ActorRef, Envelope, ReplySlot
 
 log = logging.getLogger("actorchat.actors")
 
@@ -47,6 +47,8 @@ class ActorStats:
     # messages the last turn sent upstream, system prompt included; None before one (or for
     # other kinds)
     last_context_messages: int | None = None
+    abandoned: int = 0  # messages dropped or cancelled because their caller went away
+    mailbox_bytes: int = 0  # bytes the waiting messages hold (those that count them)
 
 
 class Actor(ABC):
@@ -70,6 +72,7 @@ class Actor(ABC):
         self.handled = 0
         self.errors = 0
         self.restarts = 0
+        self.abandoned = 0  # asks dropped or cancelled because their caller went away
         self.started_at = time.time()
         self.last_active = self.started_at
         self.last_active_order = next(_activity_order)  # larger: active more recently
@@ -145,6 +148,8 @@ class Actor(ABC):
             last_error=self.last_error,
             history_length=self.history_length(),
             last_context_messages=self.last_context_length(),
+            abandoned=self.abandoned,
+            mailbox_bytes=self.ref.queued_bytes.total if self.ref.queued_bytes else 0,
         )
 
     async def run(self) -> None:
@@ -185,6 +190,13 @@ class Actor(ABC):
                 return
 
     async def _deliver(self, envelope: Envelope) -> None:
+        reply = envelope.reply
+        if envelope.weight:
+            self._release(envelope.weight)
+        if reply is not None and reply.abandoned:  # its caller left while it was queued
+            self.abandoned += 1
+            reply.set(outcome.Error(CallerLeft("the caller went away before the turn began")))
+            return
         self.busy = True
         self.current_sent_at = envelope.sent_at
         self.last_active = time.time()
@@ -192,7 +204,10 @@ class Actor(ABC):
         crashed = False
         result: outcome.Outcome[Any] = outcome.Error(ActorStopped(f"{self.kind} actor stopped"))
         try:
-            result = outcome.Value(await self.handle(envelope.message))
+            if reply is not None and reply.cancel_with_caller:
+                result = await self._handle_for_caller(envelope.message, reply)
+            else:
+                result = outcome.Value(await self.handle(envelope.message))
         except trio.Cancelled:
             result = outcome.Error(ShuttingDown(
                 "the server shut down before this request finished", retry_after=5
@@ -219,12 +234,28 @@ class Actor(ABC):
             self.last_active_order = next(_activity_order)
             self.quiet_since = trio.current_time()
             self.activity = "idle"
-            if envelope.reply is not None:
-                envelope.reply.set(result)
+            if reply is not None:
+                reply.set(result)
         if crashed:
             self.busy, self.activity = True, "reloading after a crash"
             await self.load()
             self.busy, self.activity = False, "idle"
+
+    async def _handle_for_caller(self, message: Any, reply: ReplySlot[Any],
+                                 ) -> outcome.Outcome[Any]:
+        """Handle ``message`` in a scope its caller cancels by going away (finding 9).
+
+        Only the caller's cancellation is caught here; the system's passes through.
+        """
+        with trio.CancelScope() as scope:
+            reply.handled_in(scope)
+            return outcome.Value(await self.handle(message))
+        self.abandoned += 1
+        return outcome.Error(CallerLeft("the caller went away; the turn was cancelled"))
+
+    def _release(self, weight: int) -> None:
+        if self.ref.queued_bytes is not None:
+            self.ref.queued_bytes.release(weight)
 
     def _refuse_queued(self, error: ActorChatError) -> None:
         while True:
@@ -232,5 +263,7 @@ class Actor(ABC):
                 envelope = self._receive.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 return
+            if envelope.weight:
+                self._release(envelope.weight)
             if envelope.reply is not None:
                 envelope.reply.set(outcome.Error(error))

@@ -70,6 +70,8 @@ class ActorsConfig(_Section):
     mailbox_size: int = Field(64, ge=1)
     idle_timeout_s: float = Field(300.0, gt=0)
     max_actors: int = Field(100_000, ge=1)
+    max_mailbox_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    max_queued_bytes: int = Field(64 * 1024 * 1024, gt=0)
 
 
 class SessionsConfig(_Section):

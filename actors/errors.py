@@ -45,6 +45,18 @@ class ShuttingDown(RetryableError):
     type = "shutting_down"
 
 
+class MailboxesFull(RetryableError):
+    """The turns waiting in all mailboxes hold ``actors.max_queued_bytes`` already (503)."""
+
+    type = "overloaded"
+
+
+class CallerLeft(ActorChatError):
+    """The caller went away: its turn was dropped or cancelled, and nothing was recorded."""
+
+    type = "client_left"
+
+
 class JobQueueFull(RetryableError):
     """``jobs.max_running`` jobs run and ``jobs.max_queued`` wait already."""
 

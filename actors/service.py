@@ -27,7 +27,15 @@ from .job_events import JobListener, StoredJobListener
 from .job_queue import JobQueue
 from .lease import leases_for
 from .model_list import ModelList
-from .session import ChatTurn, Forget, GetHistory, SessionActor, TurnReply
+from .session import (
+    ChatTurn,
+    Forget,
+    GetHistory,
+    SessionActor,
+    TurnReply,
+    TurnStream,
+    start_turn_stream,
+)
 from .stats import JobStats, ServiceStats
 from .store import open_store
 from .store.base import JobRecord, Message, Store
@@ -211,6 +219,20 @@ class ChatService:
         checked, sent upstream as they are."""
         return await self._system.ask(
             "session", session_id, lambda: self._session_actor(session_id),
+            ChatTurn(prompt, model, temperature, params or {}),
+        )
+
+    def stream_chat(self, session_id: str, prompt: str, model: str, temperature: float,
+                    params: Mapping[str, Any] | None = None) -> TurnStream:
+        """Start a streamed turn of the session, in order with its other turns; never awaits.
+
+        Raises at once what :meth:`chat` raises at once (busy, too many actors, shutting
+        down). See :class:`TurnStream`: closing it early cancels the turn, recording nothing.
+        """
+        return start_turn_stream(
+            lambda turn: self._system.send(
+                "session", session_id, lambda: self._session_actor(session_id), turn
+            ),
             ChatTurn(prompt, model, temperature, params or {}),
         )
 

@@ -2,21 +2,27 @@
 
 Its messages: :class:`ChatTurn` (answered with :class:`TurnReply`), :class:`GetHistory`
 (:class:`Transcript`) and :class:`Forget` (:class:`Forgotten`; the actor stops after it).
+A turn goes with its caller: dropped if its caller left while it was queued, its upstream
+call cancelled if the caller leaves while it runs; either way nothing is recorded. A streamed
+turn sends the answer's pieces to its caller as they come (:class:`TurnStream` reads them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 import trio
 
 from .actor import Actor
 from .context import fit_context, turns_to_drop
+from .errors import CallerLeft
 from .lease import LocalLeases, SessionLeases, TurnLease
-from .ref import Ask
+from .ref import Ask, ReplySlot
 from .store.base import Message, SessionStore
+from .streamed_attempt import OnPiece
 from .upstream import ChatRequest
 from .upstream_caller import CallTimings, UpstreamCaller
 
@@ -50,12 +56,25 @@ class Forgotten:
 
 @dataclass(frozen=True, slots=True)
 class ChatTurn(Ask[TurnReply]):
-    """One user turn: send the history plus ``prompt`` upstream, keep both on success."""
+    """One user turn: send the history plus ``prompt`` upstream, keep both on success.
+
+    With ``pieces``, the turn is streamed: each piece of the answer is sent there as the
+    upstream writes it (the send blocks while the channel is full), and the reply closes it.
+    """
 
     prompt: str
     model: str
     temperature: float
     params: Mapping[str, Any] = field(default_factory=dict)  # further OpenAI parameters
+    pieces: trio.MemorySendChannel[str] | None = None
+
+    cancel_with_caller: ClassVar[bool] = True
+
+    def weight(self) -> int:
+        return sys.getsizeof(self.prompt)  # what the waiting prompt holds in memory
+
+    def stream_to(self) -> trio.MemorySendChannel[str] | None:
+        return self.pieces
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,13 +168,19 @@ class SessionActor(Actor):
                               pinned=self._pinned, total_chars=self._context_chars)
         self.last_context_messages = len(context)
         timings = CallTimings()
-        completion = await self._upstream.complete(
-            ChatRequest(context, turn.model, turn.temperature, turn.params),
-            key=self.key,
-            on_activity=self._set_activity,
-            timings=timings,
-        )
-        self._version = await lease.record(turn.prompt, completion.content)
+        request = ChatRequest(context, turn.model, turn.temperature, turn.params)
+        if turn.pieces is None:
+            completion = await self._upstream.complete(
+                request, key=self.key, on_activity=self._set_activity, timings=timings
+            )
+        else:
+            completion = await self._upstream.stream(
+                request, _sender(turn.pieces), key=self.key, on_activity=self._set_activity,
+                timings=timings,
+            )
+        # Recorded whole or not at all: a caller leaving now does not cut the write in two.
+        with trio.CancelScope(shield=True):
+            self._version = await lease.record(turn.prompt, completion.content)
         self.history.append(("user", turn.prompt))
         self.history.append(("assistant", completion.content))
         self._context.append(user)
@@ -187,3 +212,62 @@ class SessionActor(Actor):
 
     def _set_activity(self, activity: str) -> None:
         self.activity = activity
+
+
+def _sender(pieces: trio.MemorySendChannel[str]) -> OnPiece:
+    """Send pieces to the caller; its going away (channel closed) cancels the turn."""
+
+    async def send(piece: str) -> None:
+        try:
+            await pieces.send(piece)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise CallerLeft("the caller stopped reading the stream") from None
+
+    return send
+
+
+class TurnStream:
+    """The caller's end of a streamed :class:`ChatTurn`: its pieces, then its reply.
+
+    ``async for piece in stream.pieces`` ends when the turn ends; then ``await
+    stream.reply()`` returns the :class:`TurnReply` or raises the turn's error. ``close()``
+    (never awaits; also ``with stream:``) says the caller has gone: a turn still queued is
+    dropped, one running is cancelled, and nothing is recorded. Closing after the reply
+    changes nothing.
+    """
+
+    __slots__ = ("_reply", "pieces")
+
+    def __init__(self, pieces: trio.MemoryReceiveChannel[str], reply: ReplySlot[TurnReply],
+                 ) -> None:
+        self.pieces = pieces
+        self._reply = reply
+
+    async def reply(self) -> TurnReply:
+        """The turn's reply, once its pieces have ended; raises the turn's error."""
+        return await self._reply.wait()
+
+    def close(self) -> None:
+        """Stop reading; cancel the turn unless it has been answered."""
+        self.pieces.close()
+        self._reply.abandon()
+
+    def __enter__(self) -> TurnStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def start_turn_stream(post: Callable[[ChatTurn], ReplySlot[TurnReply]], turn: ChatTurn,
+                      buffer: int = 16) -> TurnStream:
+    """Post ``turn`` streamed (``post`` puts it in the session's mailbox) and return its
+    :class:`TurnStream`, whose channel holds ``buffer`` pieces; ``post``'s errors propagate."""
+    send, receive = trio.open_memory_channel[str](buffer)
+    try:
+        reply = post(replace(turn, pieces=send))
+    except BaseException:
+        send.close()
+        receive.close()
+        raise
+    return TurnStream(receive, reply)

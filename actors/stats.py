@@ -7,7 +7,7 @@ so the numbers agree with each other. Counters count since the service started.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .actor import ActorStats
 
@@ -21,6 +21,9 @@ class ActorTotals:
     stopped: Mapping[str, int]  # stopped since boot (idle, evicted, finished, drained)
     crashed: Mapping[str, int]  # unexpected errors in actors, restarted from or stopped
     mailbox_depth: int  # messages waiting in all mailboxes, not counting those handled now
+    abandoned: Mapping[str, int] = field(default_factory=dict)  # asks whose caller left:
+    # dropped while queued or cancelled while handled (issue 11, finding 9)
+    mailbox_bytes: int = 0  # bytes held by the messages waiting in all mailboxes
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ import trio
 from .actor import Actor, ActorStats
 from .config import ActorsConfig
 from .errors import ActorStopped, ShuttingDown, TooManyActors
-from .ref import ActorRef, Ask
+from .mailbox_bytes import MailboxBytes, QueuedBytes
+from .ref import ActorRef, Ask, ReplySlot
 from .stats import ActorTotals
 
 log = logging.getLogger("actorchat.actors")
@@ -51,6 +52,8 @@ class ActorSystem:
         self._stopped: Counter[str] = Counter()
         # Crashes of actors that have stopped; live actors count their own restarts.
         self._crashed_before: Counter[str] = Counter()
+        self._abandoned_before: Counter[str] = Counter()  # by actors that have stopped
+        self.queued_bytes = QueuedBytes(config.max_queued_bytes)
         self._all_stopped = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -98,6 +101,7 @@ class ActorSystem:
                 retry_after=1,
             )
         actor = factory()
+        actor.ref.queued_bytes = MailboxBytes(self.config.max_mailbox_bytes, self.queued_bytes)
         self._actors[slot] = actor
         self._live[kind] += 1
         self._started[kind] += 1
@@ -114,6 +118,21 @@ class ActorSystem:
         """
         try:
             return await self.ref(kind, key, factory).ask(message)
+        except ActorStopped:
+            if not self.accepting:
+                raise ShuttingDown("the server is shutting down", retry_after=5) from None
+            raise
+
+    def send(self, kind: str, key: str, factory: Callable[[], Actor],
+             message: Ask[Reply]) -> ReplySlot[Reply]:
+        """Deliver ``message`` as :meth:`ask` does and return its reply slot at once.
+
+        For a streamed ask, whose caller reads the pieces before awaiting the slot. Raises
+        what :meth:`ref` and :meth:`ActorRef.send` raise, a stopped actor as ShuttingDown
+        once draining began.
+        """
+        try:
+            return self.ref(kind, key, factory).send(message)
         except ActorStopped:
             if not self.accepting:
                 raise ShuttingDown("the server is shutting down", retry_after=5) from None
@@ -145,6 +164,7 @@ class ActorSystem:
             self._live[actor.kind] -= 1
         self._stopped[actor.kind] += 1
         self._crashed_before[actor.kind] += actor.restarts
+        self._abandoned_before[actor.kind] += actor.abandoned
         if not self._actors:
             self._all_stopped.set()
 
@@ -185,18 +205,23 @@ class ActorSystem:
         just taken a message and not yet started it (so the total may lag by a moment).
         """
         crashed = Counter(self._crashed_before)
+        abandoned = Counter(self._abandoned_before)
         depth = 0
         for actor in self._actors.values():
             if actor.busy:
                 depth += actor.mailbox_depth()
             if actor.restarts:
                 crashed[actor.kind] += actor.restarts
+            if actor.abandoned:
+                abandoned[actor.kind] += actor.abandoned
         return ActorTotals(
             live={kind: count for kind, count in sorted(self._live.items()) if count},
             started=dict(sorted(self._started.items())),
             stopped=dict(sorted(self._stopped.items())),
             crashed={kind: count for kind, count in sorted(crashed.items()) if count},
             mailbox_depth=depth,
+            abandoned={kind: count for kind, count in sorted(abandoned.items()) if count},
+            mailbox_bytes=self.queued_bytes.total,
         )
 
     def listing(self, *, kind: str | None = None, state: str | None = None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -35,6 +35,7 @@ from .errors import (
 )
 from .rate_gate import RateGate
 from .stats import UpstreamStats
+from .streamed_attempt import OnPiece, StreamedAttempt
 from .upstream import ChatRequest, Completion, Upstream
 
 log = logging.getLogger("actorchat.upstream")
@@ -52,6 +53,11 @@ class CallTimings:
     upstream_s: float = 0.0
     attempts: int = 0
     last_error: UpstreamError | None = None
+
+
+# One attempt's call: the request, the attempt's deadline scope and the whole call's budget
+# scope (``max_retry_s``); a stream lifts both once the upstream has answered.
+_Call = Callable[[ChatRequest, trio.CancelScope, trio.CancelScope], Awaitable[Completion]]
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -110,21 +116,55 @@ class UpstreamCaller:
         Raises the last :class:`UpstreamError` when attempts run out, or
         :class:`UpstreamTimeout` (or the pending 429) when ``max_retry_s`` passes first.
         """
+        return await self._call(self._complete_once, request, key, on_activity, timings)
+
+    async def stream(
+        self,
+        request: ChatRequest,
+        on_piece: OnPiece,
+        *,
+        key: str = "",
+        on_activity: Callable[[str], None] | None = None,
+        timings: CallTimings | None = None,
+    ) -> Completion:
+        """Stream a completion: ``await on_piece(text)`` for each piece, then return it whole.
+
+        Retried as :meth:`complete` is, but only until the first piece went to ``on_piece``:
+        after that an error is raised as it is, never retried. ``upstream.timeout_s`` bounds
+        the wait for the response head and then each gap between events; ``max_retry_s``
+        bounds the attempts until a head arrives, not how long an answer may stream. An
+        error raised by ``on_piece`` (its reader went away) ends the stream, raised as is.
+        Cancelling this closes the upstream stream; no task is left behind.
+        """
+        attempt = StreamedAttempt(self.upstream, on_piece, self.config.timeout_s,
+                                  self.gate.answered)
+        return await self._call(attempt, request, key, on_activity, timings)
+
+    async def _complete_once(self, request: ChatRequest, deadline: trio.CancelScope,
+                             budget: trio.CancelScope) -> Completion:
+        assert self.upstream is not None
+        return await self.upstream.complete(request)
+
+    async def _call(
+        self, call: _Call, request: ChatRequest, key: str,
+        on_activity: Callable[[str], None] | None, timings: CallTimings | None,
+    ) -> Completion:
         if self.upstream is None:
             raise UpstreamNotConfigured(
                 "no upstream is configured: set OPENAI_API_KEY (upstream.provider is 'openai')"
             )
         timings = timings if timings is not None else CallTimings()
         report = on_activity or (lambda activity: None)
-        with trio.move_on_after(self.config.max_retry_s):
+        with trio.move_on_after(self.config.max_retry_s) as budget:
             # The first attempt runs without tenacity: see _retry for why and what it costs.
             try:
-                return await self._attempt(request, timings, report, key)
+                return await self._attempt(call, request, timings, report, key, budget)
             except UpstreamError as error:
                 if not error.transient or self.config.max_attempts == 1:
                     raise
                 first_failure = error
-            return await self._retry(request, timings, report, key, first_failure)
+            return await self._retry(call, request, timings, report, key, budget,
+                                     first_failure)
         last_error = timings.last_error
         if isinstance(last_error, UpstreamRateLimited):
             raise UpstreamRateLimited(
@@ -137,8 +177,9 @@ class UpstreamCaller:
         )
 
     async def _retry(
-        self, request: ChatRequest, timings: CallTimings, report: Callable[[str], None],
-        key: str, first_failure: UpstreamError,
+        self, call: _Call, request: ChatRequest, timings: CallTimings,
+        report: Callable[[str], None], key: str, budget: trio.CancelScope,
+        first_failure: UpstreamError,
     ) -> Completion:
         """Attempts 2 and on, with tenacity's ``AsyncRetrying`` used as documented.
 
@@ -166,12 +207,12 @@ class UpstreamCaller:
                 if pending is not None:
                     replayed, pending = pending, None
                     raise replayed
-                completion = await self._attempt(request, timings, report, key)
+                completion = await self._attempt(call, request, timings, report, key, budget)
         return completion
 
     async def _attempt(
-        self, request: ChatRequest, timings: CallTimings, report: Callable[[str], None],
-        key: str,
+        self, call: _Call, request: ChatRequest, timings: CallTimings,
+        report: Callable[[str], None], key: str, budget: trio.CancelScope,
     ) -> Completion:
         assert self.upstream is not None
         timings.attempts += 1
@@ -187,7 +228,7 @@ class UpstreamCaller:
             self.in_flight += 1
             try:
                 with trio.move_on_after(self.config.timeout_s) as deadline:
-                    completion = await self.upstream.complete(request)
+                    completion = await call(request, deadline, budget)
                 if deadline.cancelled_caught:
                     raise UpstreamTimeout(
                         f"the upstream did not answer within {self.config.timeout_s:g} s"

@@ -17,6 +17,8 @@ its numbers and targets as an `Outcome`.
   file descriptors back to their baseline afterwards, RSS flat (within 10%).
 - ``redis``: the ``throughput`` load (and 256 conversations x 5 turns) on the memory store,
   one process over Redis, and ``--workers 2`` over Redis: turns/s ratios, errors, histories.
+- ``streaming``: 500 concurrent streamed conversations, 20 chunks 20 ms apart: time to first
+  byte above the simulator's own, delivered chunks per second, errors, histories, RSS.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .scenarios_load import client_ceiling, many, many_burst, throughput
 from .scenarios_redis import redis
 from .scenarios_soak import soak
 from .scenarios_state import idle_memory, snapshot
+from .scenarios_stream import streaming
 from .scenarios_upstream import rate_limited
 
 __all__ = ["SCENARIOS", "Bench", "Outcome", "Scenario", "run_scenario"]
@@ -46,6 +49,7 @@ SCENARIOS: dict[str, Scenario] = {
     "429": rate_limited,
     "soak": soak,
     "redis": redis,
+    "streaming": streaming,
 }
 
 

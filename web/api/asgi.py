@@ -5,7 +5,8 @@ Framework-free (no Quart): these speak the ASGI messages Hypercorn sends and exp
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import aclosing
 from typing import Any
 
 import trio
@@ -65,6 +66,31 @@ async def send_response(
         ],
     })
     await send({"type": "http.response.body", "body": body})
+
+
+def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case), decoded as Latin-1, or None."""
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def send_events(
+    send: Send, status: int, events: AsyncIterator[bytes], headers: Iterable[tuple[str, str]]
+) -> None:
+    """Send a streamed response: its head, one body message per chunk of ``events``, then the
+    end. ``events`` is closed (``aclose``) however this ends, also when cancelled."""
+    async with aclosing(events):
+        await send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(name.encode("latin-1"), value.encode("latin-1"))
+                        for name, value in headers],
+        })
+        async for chunk in events:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def answer_and_close(

@@ -49,6 +49,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.ActorChatError], int], ...] = (
     (errors.TooManyActors, 503),
     (errors.ShuttingDown, 503),
     (errors.JobQueueFull, 503),
+    (errors.MailboxesFull, 503),
     (errors.ActorStopped, 503),
     (errors.UpstreamNotConfigured, 503),
     (errors.StoreUnavailable, 503),

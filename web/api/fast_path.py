@@ -16,9 +16,9 @@ metrics are the edge's, as for any route. The session comes from the one cookie 
 applies to the route but the edge's own (``tests/test_edge.py`` pins that). The session API
 tests run through both doors: ``app.asgi_app.fast_chat = False`` sends the route to Quart.
 
-Like Quart, it cancels the turn when the client disconnects. The response goes out as ASGI
-messages inside that watched scope, so a streamed answer (issue 9) is more
-``http.response.body`` messages there, with ``answered`` set before the last one.
+Like Quart, it cancels the handler when the client disconnects, which cancels the turn
+(dropped if queued, its upstream call cancelled if running: issue 11, finding 9); a streamed
+answer is more ``http.response.body`` messages in the same watched scope.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from .asgi import (
     Send,
     answer_and_close,
     declared_length,
+    header_value,
     read_request_body,
+    send_events,
     send_response,
 )
 from .errors import (
@@ -95,13 +97,17 @@ async def serve_chat(
 
         nursery.start_soon(cancel_when_client_leaves)
         try:
-            result = await run_turn(state, body, claimed)
+            result = await run_turn(state, body, claimed, header_value(headers, b"accept"))
         except Exception:
             result = TurnResult(*unexpected_error_parts("POST", ROUTE))
         if exchange is not None:
             exchange.log_id = result.log_id
-        answered = True  # a client that leaves now cancels nothing: the answer is going out
-        await send_response(send, result.status, result.body, result.headers)
+        if result.events is not None:
+            await send_events(send, result.status, result.events, result.headers)
+            answered = True  # the whole stream went out: a client leaving now cancels nothing
+        else:
+            answered = True  # a client that leaves now cancels nothing: the answer is going out
+            await send_response(send, result.status, result.body, result.headers)
         # The watcher ends on the http.disconnect that an ASGI server sends once the response
         # is complete: no cancellation on the way out (cancelling it cost ~40 us a turn).
         # A server that never sends it (Quart's test client) is given a second.

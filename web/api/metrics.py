@@ -83,12 +83,20 @@ class ServiceCollector(Collector):
             ("actorchat_actors_stopped", "Actors stopped since boot.", actors.stopped),
             ("actorchat_actors_crashed", "Unexpected errors in actors (restarted or stopped).",
              actors.crashed),
+            ("actorchat_actors_abandoned",
+             "Asks dropped (queued) or cancelled (running) because their caller went away.",
+             actors.abandoned),
         ):
             yield _labelled_counter(name, documentation, "kind", counts)
         yield GaugeMetricFamily(
             "actorchat_mailbox_depth",
             "Messages waiting in all mailboxes, not counting those being handled.",
             value=actors.mailbox_depth,
+        )
+        yield GaugeMetricFamily(
+            "actorchat_mailbox_bytes",
+            "Bytes held by the turns waiting in all mailboxes (at most actors.max_queued_bytes).",
+            value=actors.mailbox_bytes,
         )
 
         yield GaugeMetricFamily(

@@ -94,7 +94,7 @@ class ChatRequest(OpenAIParameters):
     prompt: Text
     model: ModelName | None = None
     temperature: Temperature | None = None
-    stream: Literal[False] = False
+    stream: Annotated[bool, Field(strict=True)] = False  # true: answered as server-sent events
 
     _blank = field_validator("prompt")(_not_blank)
 

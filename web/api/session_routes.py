@@ -36,8 +36,14 @@ async def chat() -> Response:
     """
     state = app_state()
     raw = await request.get_data(cache=False)
-    result = await run_turn(state, raw, _cookie_session_id())
+    result = await run_turn(state, raw, _cookie_session_id(), request.headers.get("Accept"))
     note_log_id(request.scope, result.log_id)
+    if result.events is not None:
+        # Quart closes the body (aclose) when it ends or the client leaves, which cancels
+        # a turn still running; a stream may outlast RESPONSE_TIMEOUT.
+        response = Response(result.events, status=result.status, headers=result.headers)
+        response.timeout = None
+        return response
     return Response(result.body, status=result.status, headers=result.headers)
 
 

@@ -4,13 +4,17 @@ out.
 Both doors to ``POST /api/chat`` run this: the ASGI fast path (``web/api/fast_path.py``) that
 real traffic takes, and the Quart view (documented by quart-schema, served when the edge's
 ``fast_chat`` is off). Both find the session with :func:`claimed_session_id`.
+
+A streamed turn (``"stream": true`` or ``Accept: text/event-stream``) is a :class:`TurnResult`
+too, with ``events``: its head is sent once the first piece of the answer is in hand, so an
+error before it is the usual JSON error with its status (see :mod:`web.api.turn_events`).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 from werkzeug.http import dump_cookie
@@ -20,17 +24,24 @@ from actors.errors import ActorChatError
 from .cookies import session_id_in
 from .errors import error_parts
 from .models import ChatRequest, check_length, parse_body
+from .sse import wants_event_stream
 from .state import AppState
+from .turn_events import open_event_stream
 
 
 @dataclass(slots=True)
 class TurnResult:
-    """What to answer: status, JSON body, headers; ``log_id`` names the session in logs."""
+    """What to answer: status, JSON body, headers; ``log_id`` names the session in logs.
+
+    ``events``, when set, is the body of a streamed answer, sent piece by piece instead of
+    ``body``; the sender must close it (``aclose``), which cancels a turn still running.
+    """
 
     status: int
     body: bytes
     headers: list[tuple[str, str]] = field(default_factory=list)
     log_id: str | None = None
+    events: AsyncIterator[bytes] | None = None
 
 
 def session_cookie(state: AppState, session_id: str) -> str:
@@ -56,12 +67,16 @@ async def known_session_id(state: AppState, claimed: str | None) -> str | None:
     return None
 
 
-async def run_turn(state: AppState, raw_body: bytes, claimed: str | None) -> TurnResult:
+async def run_turn(state: AppState, raw_body: bytes, claimed: str | None,
+                   accept: str | None = None) -> TurnResult:
     """Validate the body, find or start the session, run the turn, build the reply.
 
     ``claimed`` is :func:`claimed_session_id`'s answer; an unknown session starts a new one.
     Domain errors become their JSON error response; a new session's cookie is set on errors
     too, so a client that retries continues the same session. Other exceptions propagate.
+    With ``"stream": true`` or an ``accept`` header asking for ``text/event-stream``, the
+    result carries ``events`` once the first piece is in hand (errors before it are JSON).
+    Cancelling this cancels the turn; nothing is recorded.
     """
     started = time.perf_counter()
     settings = state.settings
@@ -76,13 +91,18 @@ async def run_turn(state: AppState, raw_body: bytes, claimed: str | None) -> Tur
             session_id = await state.service.new_session()
             result.headers.append(("Set-Cookie", session_cookie(state, session_id)))
         result.log_id = session_id
-        reply = await state.service.chat(
-            session_id,
-            body.prompt,
-            body.model or settings.chat.default_model,
-            settings.chat.default_temperature if body.temperature is None else body.temperature,
-            params=body.openai_params(),
-        )
+        model = body.model or settings.chat.default_model
+        temperature = (settings.chat.default_temperature if body.temperature is None
+                       else body.temperature)
+        if body.stream or wants_event_stream(accept):
+            result.events, headers = await open_event_stream(
+                state.service.stream_chat(session_id, body.prompt, model, temperature,
+                                         params=body.openai_params())
+            )
+            result.headers.extend(headers)
+            return result
+        reply = await state.service.chat(session_id, body.prompt, model, temperature,
+                                         params=body.openai_params())
     except ActorChatError as error:
         result.status, result.body, headers = error_parts(error)
         result.headers.extend(headers)

@@ -5,7 +5,9 @@ Session mode: each conversation sends its turns to ``POST /api/chat`` in order, 
 every conversation must hold exactly its prompts, in order, each followed by an answer.
 Trace mode: each conversation posts its turns as jobs to ``POST /chat``, one after another,
 and collects each with ``GET /chat/{id}/response?wait=S``; a job must end ``completed``, and
-a simulated answer must quote its message.
+a simulated answer must quote its message. Stream mode (``web/loadtest/streaming.py``): each
+conversation streams its turns on a connection of its own, all at once; it reports the time to
+the first byte and the chunks delivered, and checks every history.
 
 At most ``concurrency`` conversations are in flight, each worker on one keep-alive connection
 of a minimal HTTP/1.1 client; ``--client httpx`` uses one shared ``httpx.AsyncClient`` instead,
@@ -19,12 +21,14 @@ pieces: `run.py` (`LoadOptions`, `run_loadtest`, the conversations and their che
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import trio
 
 from .report import print_report
 from .run import LoadOptions, run_loadtest
+from .streaming import StreamOptions, run_stream_load
 
 
 def _think_range(text: str) -> tuple[float, float]:
@@ -61,7 +65,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         help="pause between turns, uniform in A..B ms (default 0)")
     add("--ramp-s", type=float, default=0.0, dest="ramp_s", metavar="S",
         help="start the conversations evenly over S seconds (default: all at once)")
-    add("--mode", choices=("session", "trace"), default="session", help="%(default)s")
+    add("--mode", choices=("session", "trace", "stream"), default="session", help="%(default)s")
+    add("--probe-url", default=None, metavar="URL",
+        help="stream mode: the upstream's /v1 base, to time its own first byte during the run")
     add("--wait", type=float, default=30.0, dest="wait_s",
         help="trace mode: ?wait= of each result poll, in seconds (%(default)s)")
     add("--timeout", type=float, default=60.0, dest="timeout_s",
@@ -79,6 +85,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def run_loadtest_command(args: argparse.Namespace) -> int:
     """The ``loadtest`` command: 0 if every turn and check passed, 1 if not, 130 on Ctrl-C."""
+    if args.mode == "stream":
+        return _run_stream_command(args)
     options = LoadOptions(
         url=args.url, conversations=args.conversations, turns=args.turns,
         concurrency=args.concurrency, think_ms=args.think_ms, ramp_s=args.ramp_s, mode=args.mode,
@@ -93,4 +101,20 @@ def run_loadtest_command(args: argparse.Namespace) -> int:
     print_report(report)
     if args.json_path:
         report.write_json(args.json_path)
+    return 0 if report.passed else 1
+
+
+def _run_stream_command(args: argparse.Namespace) -> int:
+    options = StreamOptions(url=args.url, conversations=args.conversations, turns=args.turns,
+                            ramp_s=args.ramp_s, timeout_s=args.timeout_s, check=args.check,
+                            probe_url=args.probe_url)
+    try:
+        report = trio.run(run_stream_load, options)
+    except KeyboardInterrupt:
+        print("actorchat loadtest: interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps(report.to_dict(), indent=2))
+    if args.json_path:
+        with open(args.json_path, "w") as out:
+            json.dump(report.to_dict(), out, indent=2)
     return 0 if report.passed else 1
