@@ -4,10 +4,11 @@ The command is in `command.py`, the conversations in `run.py`, the HTTP clients 
 what is measured in `report.py`.
 """
 
+from .checks import SIMULATED_PREFIX, history_problem
 from .command import register_cli, run_loadtest_command
 from .http import HttpxTransport, RawConnection, Reply, Transport, TransportFailure
 from .report import LoadReport, parse_server_timing
-from .run import SIMULATED_PREFIX, LoadOptions, history_problem, run_loadtest
+from .run import LoadOptions, run_loadtest
 
 __all__ = [
     "SIMULATED_PREFIX",

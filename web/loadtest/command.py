@@ -26,7 +26,7 @@ import sys
 
 import trio
 
-from .report import print_report
+from .display import print_report
 from .run import LoadOptions, run_loadtest
 from .streaming import StreamOptions, run_stream_load
 
