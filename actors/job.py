@@ -26,7 +26,6 @@ from .actor import Actor
 from .errors import ActorChatError, ActorCrashed, JobCancelled, JobTimedOut
 from .job_events import TERMINAL, JobEvents
 from .job_queue import RunSlot
-from .job_stream import stream_completion
 from .ref import Ask
 from .store.base import JobRecord, JobStore
 from .upstream import ChatRequest
@@ -197,10 +196,9 @@ class JobActor(Actor):
         context.append({"role": "user", "content": job.message})
         timings = CallTimings()
         with trio.move_on_after(self._records.max_duration_s) as limit:
-            completion = await stream_completion(
-                self._records.upstream,
+            completion = await self._records.upstream.stream(
                 ChatRequest(context, job.model, job.temperature, job.params),
-                on_delta=self.events.delta,
+                self._publish_piece,
                 key=self.key,
                 on_activity=self._set_activity,
                 timings=timings,
@@ -216,6 +214,9 @@ class JobActor(Actor):
         )
         await self._records.save(record, finished=True)
         log.info("job %s completed after %d attempt(s)", self.key, timings.attempts)
+
+    async def _publish_piece(self, text: str) -> None:
+        self.events.delta(text)  # never waits: a listener that cannot keep up is dropped
 
     def _set_activity(self, activity: str) -> None:
         self.activity = activity
