@@ -85,6 +85,7 @@ class JobsConfig(_Section):
     max_queued: int = Field(10_000, ge=0)
     max_duration_s: float = Field(300.0, gt=0)
     max_wait_s: float = Field(30.0, ge=0)
+    claim_idle_s: float = Field(30.0, gt=0)  # Redis: a job left idle this long is run again
 
 
 class ChatConfig(_Section):

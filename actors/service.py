@@ -21,11 +21,12 @@ import trio
 
 from .config import Settings
 from .errors import IdempotencyConflict, JobNotFound, ShuttingDown
+from .instance import new_instance_id
 from .job import AcceptJob, JobActor, JobRecords, RunJob
 from .job_queue import JobQueue
 from .session import ChatTurn, Forget, GetHistory, SessionActor, TurnReply
-from .stats import JobStats, ServiceStats
-from .store import MemoryStore
+from .stats import JobStats, ServiceStats, StreamStats
+from .store import open_store
 from .store.base import JobRecord, Message, Store
 from .system import ActorSystem
 from .upstream import Upstream
@@ -67,11 +68,15 @@ async def open_chat_service(
     """Run a ChatService for the body of the ``async with``; see the module docstring.
 
     ``open_upstream(settings)`` is entered first and exited after the actors have stopped;
-    ``store`` (a memory store when None) is closed last, whoever made it. Closing is
-    shielded and bounded, so a cancelled exit still closes what was opened.
+    ``store`` (when None, the one ``store.backend`` names) is closed last, whoever made it.
+    Closing is shielded and bounded, so a cancelled exit still closes what was opened.
+    With the Redis store, trace jobs go through its job stream (``actors/redis_jobs.py``).
     """
     if store is None:
-        store = MemoryStore(session_ttl_s=settings.sessions.ttl_s or None)
+        async with open_store(settings) as opened, open_chat_service(
+                settings, open_upstream=open_upstream, store=opened) as service:
+            yield service
+        return
     try:
         async with open_upstream(settings) as choice:
             service = ChatService(settings, store, choice)
@@ -80,6 +85,8 @@ async def open_chat_service(
                     await nursery.start(service._system.run)
                     await nursery.start(service._caller.run)
                     await nursery.start(service._queue.run)
+                    if service._cluster is not None:
+                        await nursery.start(service._cluster.run)
                     try:
                         yield service
                         if not await service.drain(settings.server.drain_s):
@@ -109,10 +116,18 @@ class ChatService:
         self._closing = False
         self._system = ActorSystem(settings.actors)
         self._caller = UpstreamCaller(upstream.client, settings.upstream)
+        self.instance_id = new_instance_id()
         jobs = settings.jobs
+        over_redis = settings.store.backend == "redis" and hasattr(store, "client")
         self._records = JobRecords(store=store, upstream=self._caller,
                                    max_duration_s=jobs.max_duration_s,
-                                   result_ttl_s=jobs.result_ttl_s)
+                                   result_ttl_s=jobs.result_ttl_s,
+                                   leave_on_shutdown=over_redis)
+        self._cluster = None
+        if over_redis:  # imported here so the embedded default never loads the Redis client
+            from .redis_jobs import RedisJobs
+            self._cluster = RedisJobs(settings, store, self._system, self._records,  # type: ignore[arg-type]
+                                      self.instance_id)
         self._queue = JobQueue(jobs.max_running, jobs.max_queued,
                                retry_after_s=max(1.0, min(jobs.max_duration_s, 5.0)))
 
@@ -121,6 +136,8 @@ class ChatService:
 
         Returns True when every actor stopped in time. Cancels nothing itself.
         """
+        if self._cluster is not None:
+            self._cluster.stop_claiming()
         return await self._system.drain(drain_s)
 
     def stats(self, *, kind: str | None = None, state: str | None = None,
@@ -137,9 +154,22 @@ class ChatService:
             listed=tuple(listed),
             matched=matched,
             upstream=self._caller.stats(self._label),
-            jobs=JobStats(running=self._queue.running, queued=self._queue.queued,
+            jobs=JobStats(running=self._running_jobs(), queued=self._queue.queued,
                           by_status=dict(self._records.finished)),
+            instance=self.instance_id,
         )
+
+    def _running_jobs(self) -> int:
+        if self._cluster is not None:
+            return len(self._cluster.running)
+        return self._queue.running
+
+    async def stream_stats(self) -> StreamStats | None:
+        """The Redis job stream and the live instances (None with the memory store).
+
+        Awaits Redis; raises StoreUnavailable when it does not answer.
+        """
+        return None if self._cluster is None else await self._cluster.stream_stats()
 
     async def ping_store(self) -> bool:
         """True when the store answers; False when it fails or the service is closing."""
@@ -218,7 +248,13 @@ class ChatService:
         ``actors.max_actors``, and IdempotencyConflict when the key was used with another
         body. A refused submission has claimed and written nothing. A caller cancelled
         after admission does not cancel the job: it runs, and its record can be read.
+        With the Redis store the job is appended to the shared stream instead.
         """
+        if self._cluster is not None:
+            self._open_store()
+            return await self._cluster.submit(message, model, temperature,
+                                              idempotency_key=idempotency_key,
+                                              fingerprint=fingerprint)
         self._queue.check_room()
         trace_id = str(uuid.uuid4())
         records = self._records
@@ -243,6 +279,9 @@ class ChatService:
 
     async def job(self, trace_id: str, wait_s: float = 0.0) -> JobRecord:
         """The job's record; with ``wait_s`` first wait up to that long for it to finish."""
+        if self._cluster is not None:
+            self._open_store()
+            return await self._cluster.job(trace_id, wait_s)
         actor = self._system.find("job", trace_id)
         if wait_s > 0 and isinstance(actor, JobActor):
             with trio.move_on_after(wait_s):
@@ -257,6 +296,9 @@ class ChatService:
 
         Waits up to 5 s for the job to write its ``cancelled`` record, then returns the record.
         """
+        if self._cluster is not None:
+            self._open_store()
+            return await self._cluster.cancel(trace_id)
         actor = self._system.find("job", trace_id)
         if isinstance(actor, JobActor):
             actor.cancel("cancelled by the client")

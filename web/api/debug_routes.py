@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from quart import Blueprint, Response, jsonify, request
 
 from actors.actor import ActorStats
+from actors.errors import StoreUnavailable
 from actors.stats import ServiceStats
 
 from .debug_page import page_response
@@ -201,13 +202,26 @@ async def actors() -> Response:
     state_filter = _parse_state(request.args.get("state"))
     limit = _parse_limit(request.args.get("limit"))
     kind = request.args.get("kind") or None
-    stats = chat_service().stats(kind=kind, state=state_filter, limit=limit)
+    service = chat_service()
+    stats = service.stats(kind=kind, state=state_filter, limit=limit)
     secret_values = _secret_values()
     return jsonify({
+        "instance": stats.instance,
         "actors": [actor_body(actor, secret_values) for actor in stats.listed],
         "matched": stats.matched,
         "totals": totals_body(stats),
+        "stream": await _stream_body(),
     })
+
+
+async def _stream_body() -> dict[str, object] | None:
+    """The Redis job stream and the live instances; None with the memory store, and
+    ``{"error": ...}`` when Redis does not answer (the rest of the page still shows)."""
+    try:
+        stream = await chat_service().stream_stats()
+    except StoreUnavailable as error:
+        return {"error": error.message}
+    return None if stream is None else asdict(stream)
 
 
 @blueprint.get("/debug/actors/<key>")
