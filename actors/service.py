@@ -16,12 +16,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 
 from .config import Settings
 from .errors import IdempotencyConflict, JobNotFound, ShuttingDown
-from .instance import new_instance_id
+from .instance import jobs_over_redis, new_instance_id
 from .job import AcceptJob, JobActor, JobRecords, RunJob
 from .job_queue import JobQueue
 from .session import ChatTurn, Forget, GetHistory, SessionActor, TurnReply
@@ -31,6 +32,9 @@ from .store.base import JobRecord, Message, Store
 from .system import ActorSystem
 from .upstream import Upstream
 from .upstream_caller import UpstreamCaller
+
+if TYPE_CHECKING:
+    from .redis_jobs import RedisJobs
 
 log = logging.getLogger("actorchat.service")
 
@@ -118,16 +122,11 @@ class ChatService:
         self._caller = UpstreamCaller(upstream.client, settings.upstream)
         self.instance_id = new_instance_id()
         jobs = settings.jobs
-        over_redis = settings.store.backend == "redis" and hasattr(store, "client")
         self._records = JobRecords(store=store, upstream=self._caller,
                                    max_duration_s=jobs.max_duration_s,
-                                   result_ttl_s=jobs.result_ttl_s,
-                                   leave_on_shutdown=over_redis)
-        self._cluster = None
-        if over_redis:  # imported here so the embedded default never loads the Redis client
-            from .redis_jobs import RedisJobs
-            self._cluster = RedisJobs(settings, store, self._system, self._records,  # type: ignore[arg-type]
-                                      self.instance_id)
+                                   result_ttl_s=jobs.result_ttl_s)
+        self._cluster = jobs_over_redis(settings, store, self._system, self._records,
+                                        self.instance_id)
         self._queue = JobQueue(jobs.max_running, jobs.max_queued,
                                retry_after_s=max(1.0, min(jobs.max_duration_s, 5.0)))
 
@@ -154,21 +153,15 @@ class ChatService:
             listed=tuple(listed),
             matched=matched,
             upstream=self._caller.stats(self._label),
-            jobs=JobStats(running=self._running_jobs(), queued=self._queue.queued,
+            jobs=JobStats(running=len(self._cluster.running) if self._cluster else
+                          self._queue.running, queued=self._queue.queued,
                           by_status=dict(self._records.finished)),
             instance=self.instance_id,
         )
 
-    def _running_jobs(self) -> int:
-        if self._cluster is not None:
-            return len(self._cluster.running)
-        return self._queue.running
-
     async def stream_stats(self) -> StreamStats | None:
-        """The Redis job stream and the live instances (None with the memory store).
-
-        Awaits Redis; raises StoreUnavailable when it does not answer.
-        """
+        """The Redis job stream and live instances (None with the memory store); may raise
+        StoreUnavailable."""
         return None if self._cluster is None else await self._cluster.stream_stats()
 
     async def ping_store(self) -> bool:
@@ -179,6 +172,11 @@ class ChatService:
             return await self._store.ping()
         except Exception:  # a store that cannot answer is simply not reachable
             return False
+
+    def _jobs_over_redis(self) -> RedisJobs | None:
+        if self._cluster is not None:
+            self._open_store()  # ShuttingDown once closing
+        return self._cluster
 
     def _open_store(self) -> Store:
         if self._closing:
@@ -248,13 +246,10 @@ class ChatService:
         ``actors.max_actors``, and IdempotencyConflict when the key was used with another
         body. A refused submission has claimed and written nothing. A caller cancelled
         after admission does not cancel the job: it runs, and its record can be read.
-        With the Redis store the job is appended to the shared stream instead.
         """
-        if self._cluster is not None:
-            self._open_store()
-            return await self._cluster.submit(message, model, temperature,
-                                              idempotency_key=idempotency_key,
-                                              fingerprint=fingerprint)
+        if (cluster := self._jobs_over_redis()) is not None:
+            return await cluster.submit(message, model, temperature,
+                                        idempotency_key=idempotency_key, fingerprint=fingerprint)
         self._queue.check_room()
         trace_id = str(uuid.uuid4())
         records = self._records
@@ -279,9 +274,8 @@ class ChatService:
 
     async def job(self, trace_id: str, wait_s: float = 0.0) -> JobRecord:
         """The job's record; with ``wait_s`` first wait up to that long for it to finish."""
-        if self._cluster is not None:
-            self._open_store()
-            return await self._cluster.job(trace_id, wait_s)
+        if (cluster := self._jobs_over_redis()) is not None:
+            return await cluster.job(trace_id, wait_s)
         actor = self._system.find("job", trace_id)
         if wait_s > 0 and isinstance(actor, JobActor):
             with trio.move_on_after(wait_s):
@@ -296,9 +290,8 @@ class ChatService:
 
         Waits up to 5 s for the job to write its ``cancelled`` record, then returns the record.
         """
-        if self._cluster is not None:
-            self._open_store()
-            return await self._cluster.cancel(trace_id)
+        if (cluster := self._jobs_over_redis()) is not None:
+            return await cluster.cancel(trace_id)
         actor = self._system.find("job", trace_id)
         if isinstance(actor, JobActor):
             actor.cancel("cancelled by the client")

@@ -8,6 +8,7 @@ generous guards (``?wait``, ``fail_after``), never assertions on how long someth
 from __future__ import annotations
 
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -36,6 +37,23 @@ async def debug(http: httpx.AsyncClient, server: ServerProcess) -> dict:
     answer = await http.get(server.url + "/debug/actors")
     assert answer.status_code == 200, answer.text
     return answer.json()
+
+
+async def status(http: httpx.AsyncClient, server: ServerProcess, trace_id: str) -> object:
+    return (await result(http, server, trace_id, wait_s=0))["status"]
+
+
+async def running(http: httpx.AsyncClient, server: ServerProcess) -> object:
+    return (await debug(http, server))["totals"]["jobs"]["running"]
+
+
+async def until(read: Callable[[], Awaitable[object]], expected: object) -> None:
+    """Read until it gives ``expected``: 20 s at most (a guard, not a timing assertion)."""
+    for _ in range(400):  # another process's state: nothing to wait on but its answers
+        if await read() == expected:
+            return
+        await trio.sleep(0.05)
+    raise AssertionError(f"still not {expected!r}: {await read()!r}")
 
 
 async def cleanup(prefix: str) -> None:
@@ -71,9 +89,7 @@ async def test_a_job_cancelled_on_one_instance_stops_where_it_runs(
         async with server_processes(2, simulator, prefix, tmp_path) as (first, second), \
                 httpx.AsyncClient(timeout=30) as http:
             trace_id = await submit(http, first, "never mind")
-            with trio.fail_after(20):
-                while (await result(http, second, trace_id, 0))["status"] != "processing":
-                    await trio.sleep(0.05)  # the job is claimed by whichever instance
+            await until(lambda: status(http, second, trace_id), "processing")
             for server in (first, second):
                 answer = await http.delete(f"{server.url}/chat/{trace_id}")
                 assert answer.status_code in (200, 204, 202), answer.text
@@ -92,9 +108,7 @@ async def test_jobs_of_an_instance_killed_with_sigkill_are_finished_by_the_other
                                     ACTORCHAT_JOBS__CLAIM_IDLE_S="1") as (victim,), \
                 httpx.AsyncClient(timeout=30) as http:
             trace_ids = [await submit(http, victim, f"slow {n}") for n in range(4)]
-            with trio.fail_after(20):
-                while (await debug(http, victim))["totals"]["jobs"]["running"] < 4:
-                    await trio.sleep(0.05)
+            await until(lambda: running(http, victim), 4)
             victim.signal(signal.SIGKILL)
             await victim.wait()
             async with server_processes(1, simulator, prefix, tmp_path,
@@ -120,9 +134,7 @@ async def test_jobs_in_flight_at_sigterm_are_left_to_the_other_instance(
                                     ACTORCHAT_SERVER__DRAIN_S="0.5") as (leaving,), \
                 httpx.AsyncClient(timeout=30) as http:
             trace_ids = [await submit(http, leaving, f"long {n}") for n in range(3)]
-            with trio.fail_after(20):
-                while (await debug(http, leaving))["totals"]["jobs"]["running"] < 3:
-                    await trio.sleep(0.05)
+            await until(lambda: running(http, leaving), 3)
             async with server_processes(1, simulator, prefix, tmp_path,
                                         ACTORCHAT_JOBS__CLAIM_IDLE_S="1") as (staying,):
                 leaving.signal(signal.SIGTERM)
