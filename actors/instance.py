@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .config import Settings
     from .job import JobRecords
+    from .rate_gate import RateGate
     from .redis_jobs import RedisJobs
     from .store.base import Store
     from .system import ActorSystem
@@ -30,3 +31,13 @@ def jobs_over_redis(settings: Settings, store: Store, system: ActorSystem, recor
 
     records.leave_on_shutdown = True  # another instance runs them again
     return RedisJobs(settings, store, system, records, instance_id)  # type: ignore[arg-type]
+
+
+def shared_gate(settings: Settings, store: Store, instance_id: str) -> RateGate | None:
+    """A rate gate shared through Redis with every instance, when ``store`` is a Redis
+    store under ``store.backend = "redis"``; else None (the process keeps its own)."""
+    if settings.store.backend != "redis" or not hasattr(store, "client"):
+        return None
+    from .redis_gate import SharedRateGate
+
+    return SharedRateGate(store.client, store.prefix, instance_id)  # type: ignore[attr-defined]

@@ -22,7 +22,7 @@ import trio
 
 from .config import Settings
 from .errors import IdempotencyConflict, JobNotFound, ShuttingDown
-from .instance import jobs_over_redis, new_instance_id
+from .instance import jobs_over_redis, new_instance_id, shared_gate
 from .job import AcceptJob, JobActor, JobRecords, RunJob
 from .job_queue import JobQueue
 from .session import ChatTurn, Forget, GetHistory, SessionActor, TurnReply
@@ -119,8 +119,9 @@ class ChatService:
         self._label = upstream.label
         self._closing = False
         self._system = ActorSystem(settings.actors)
-        self._caller = UpstreamCaller(upstream.client, settings.upstream)
         self.instance_id = new_instance_id()
+        self._caller = UpstreamCaller(upstream.client, settings.upstream,
+                                      gate=shared_gate(settings, store, self.instance_id))
         jobs = settings.jobs
         self._records = JobRecords(store=store, upstream=self._caller,
                                    max_duration_s=jobs.max_duration_s,
@@ -160,8 +161,7 @@ class ChatService:
         )
 
     async def stream_stats(self) -> StreamStats | None:
-        """The Redis job stream and live instances (None with the memory store); may raise
-        StoreUnavailable."""
+        """The Redis job stream and live instances (None with the memory store)."""
         return None if self._cluster is None else await self._cluster.stream_stats()
 
     async def ping_store(self) -> bool:

@@ -1,0 +1,221 @@
+"""One rate budget for every instance: the rate gate's closures and pacing shared in Redis.
+
+LiteLLM's documentation warns that per-worker rate limits multiply with the number of
+workers; here N instances together stay under the upstream's budget:
+
+* **Closures.** A 429 that closes the gate sets ``{prefix}gate:closed`` with the closure as
+  its expiry (never shortening a longer one) and publishes ``close:<instance>:<seconds>`` on
+  ``{prefix}gate:events``: every instance closes its own gate at once. An instance that
+  starts, or subscribes again, reads the key's remaining time.
+* **The budget.** The token bucket lives in one Redis hash (``{prefix}gate:bucket``), refilled
+  by Redis's own clock at 97% of the rate the upstream reports, with the remaining count it
+  reports as a ceiling. The pacer of each instance keeps its in-process FIFO of waiters and
+  takes tokens from Redis for the callers waiting now, at most ``_BATCH`` per round trip (a
+  script of 150 to 300 us of CPU), so tokens are never hoarded. When the bucket is empty
+  Redis says how long until the next token, and the pacer sleeps that long.
+
+Before the upstream has reported a budget nothing goes to Redis (each instance probes at its
+own 200 calls a second). If Redis fails, the instance paces alone at the reported rate until
+Redis answers again; the failures are counted.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import coredis
+import trio
+from coredis import exceptions as redis_errors
+
+from .rate_gate import _PACING_MARGIN, RateGate
+from .store.redis_lua import Lua
+
+log = logging.getLogger("actorchat.gate")
+
+_BATCH = 16  # tokens asked for in one round trip at most
+_BUCKET_TTL_MS = 600_000  # a bucket nobody touched for ten minutes is forgotten
+_ERROR_PAUSE_S = 1.0
+_REDIS_ERRORS = (redis_errors.RedisError, OSError, TimeoutError)
+
+# KEYS: bucket. ARGV: wanted. Returns {granted, seconds until the next token} (as strings:
+# Redis truncates Lua numbers). No bucket yet: everything wanted is granted.
+TAKE = Lua("""
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1e6
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at', 'rate', 'capacity')
+local rate = tonumber(b[3])
+if not rate or rate <= 0 then return {ARGV[1], '0'} end
+local tokens = math.min(tonumber(b[4]), tonumber(b[1]) + (now - tonumber(b[2])) * rate)
+local granted = math.max(0, math.min(tonumber(ARGV[1]), math.floor(tokens)))
+tokens = tokens - granted
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local wait = 0
+if granted == 0 then wait = (1 - tokens) / rate end
+return {tostring(granted), tostring(wait)}
+""")
+
+# KEYS: bucket. ARGV: rate per second, remaining, ttl_ms. The reported remaining count is a
+# ceiling on the tokens (calls other instances sent since are already taken off).
+OBSERVE = Lua("""
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1e6
+local rate, remaining = tonumber(ARGV[1]), tonumber(ARGV[2])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at', 'rate', 'capacity')
+local tokens = remaining
+local capacity = remaining + 1
+if b[3] then
+  capacity = math.max(tonumber(b[4]), capacity)
+  tokens = math.min(capacity, tonumber(b[1]) + (now - tonumber(b[2])) * tonumber(b[3]))
+  tokens = math.min(tokens, remaining)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now),
+           'rate', tostring(rate), 'capacity', tostring(capacity))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+""")
+
+# KEYS: closed. ARGV: ms, instance. Sets the closure unless a longer one is there.
+CLOSE = Lua("""
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
+end
+""")
+
+
+class SharedRateGate(RateGate):
+    """A :class:`RateGate` whose closures and budget are shared through Redis.
+
+    ``run`` is the pacer plus the listener and the sender of observations; cancelling it
+    stops all three (an observation not yet sent is dropped: the next answer brings another).
+    """
+
+    def __init__(self, client: coredis.Redis[str], prefix: str, instance_id: str) -> None:
+        super().__init__()
+        self._client = client
+        self._bucket = f"{prefix}gate:bucket"
+        self._closed_key = f"{prefix}gate:closed"
+        self._channel = f"{prefix}gate:events"
+        self._instance_id = instance_id
+        self.redis_errors = 0
+        self._ask_after = 0.0  # Redis said the bucket is empty until then
+        self._report: tuple[float, int] | None = None  # (rate, remaining) not yet sent
+        self._close_s = 0.0  # a closure not yet sent
+        self._outbox = trio.Event()
+        self.round_trips = 0  # budget scripts run (to measure the cost per call)
+
+    def _on_error(self, doing: str, error: BaseException) -> None:
+        self.redis_errors += 1
+        log.warning("Redis error while %s: %s", doing, error)
+
+    # What the upstream said: applied here at once, sent to Redis by the sender task
+
+    def close_for(self, seconds: float) -> None:
+        super().close_for(seconds)
+        self._close_s = max(self._close_s, seconds)
+        self._outbox.set()
+
+    def observe(self, limit: int, remaining: int, ticket: int | None = None) -> None:
+        self.answered()
+        if limit <= 0:
+            return
+        if not self.pacing:
+            self._tokens = 0.0  # from now on tokens come from the shared bucket
+        self._rate = limit / 60 * _PACING_MARGIN
+        self._report = (self._rate, remaining)
+        self._outbox.set()
+        self._changed.set()
+
+    def _refill(self) -> None:
+        self._refilled_at = trio.current_time()  # the shared bucket refills in Redis
+
+    async def _top_up(self) -> None:
+        now = trio.current_time()
+        if not self.pacing or not self._line or self._tokens >= 1 or not self.is_open() \
+                or now < self._ask_after:
+            return
+        wanted = min(len(self._line), _BATCH)
+        try:
+            granted_text, wait_text = await self._eval(
+                TAKE, [self._bucket], [wanted, _BUCKET_TTL_MS])
+            granted, wait_s = int(granted_text), float(wait_text)
+        except _REDIS_ERRORS as error:
+            self._on_error("taking rate tokens", error)
+            # Pace alone at the reported rate until Redis answers again.
+            self._tokens, self._ask_after = 1.0, now + 1 / self._rate
+            return
+        if granted:
+            self._tokens = float(granted)
+        elif self._tokens < 1:
+            # A debt the base pacer turns into a sleep of wait_s; asked again after it.
+            self._tokens = 1 - wait_s * self._rate
+            self._ask_after = trio.current_time() + wait_s
+
+    # Tasks
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        """The pacer, the listener for other instances' closures and the sender."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._listen)
+            nursery.start_soon(self._send)
+            await nursery.start(super().run)
+            task_status.started()
+
+    async def _send(self) -> None:
+        while True:
+            await self._outbox.wait()
+            self._outbox = trio.Event()
+            report, self._report = self._report, None
+            close_s, self._close_s = self._close_s, 0.0
+            try:
+                if report is not None:
+                    await self._eval(OBSERVE, [self._bucket],
+                                     [repr(report[0]), report[1], _BUCKET_TTL_MS])
+                if close_s > 0:
+                    await self._eval(CLOSE, [self._closed_key],
+                                     [max(1, int(close_s * 1000)), self._instance_id])
+                    await self._client.publish(
+                        self._channel, f"close:{self._instance_id}:{close_s!r}")
+            except _REDIS_ERRORS as error:
+                self._on_error("sharing the rate budget", error)
+
+    async def _listen(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                      ) -> None:
+        started = False
+        while True:
+            try:
+                async with self._client.pubsub(channels=[self._channel],
+                                               ignore_subscribe_messages=True) as events:
+                    # A closure set before we listened: read once subscribed, so none is
+                    # missed between the two.
+                    closed_ms = await self._client.pttl(self._closed_key)
+                    if closed_ms > 0:
+                        super().close_for(closed_ms / 1000)
+                        self._changed.set()
+                    if not started:
+                        started = True
+                        task_status.started()
+                    async for event in events:
+                        self._on_event(str(event["data"]))
+            except _REDIS_ERRORS as error:
+                self._on_error("listening for rate-gate closures", error)
+            if not started:
+                started = True
+                task_status.started()
+            await trio.sleep(_ERROR_PAUSE_S)
+
+    def _on_event(self, event: str) -> None:
+        what, _, rest = event.partition(":")
+        instance, _, seconds = rest.rpartition(":")
+        if what == "close" and instance != self._instance_id:
+            log.info("rate gate closed for %s s by instance %s", seconds, instance)
+            super().close_for(float(seconds))
+            self._changed.set()
+
+    async def _eval(self, script: Lua, keys: list[str], args: list[object]) -> list[str]:
+        self.round_trips += 1
+        try:
+            return await self._client.evalsha(script.sha, keys, args)  # type: ignore[arg-type]
+        except redis_errors.NoScriptError:
+            await self._client.script_load(script.source)
+            return await self._client.evalsha(script.sha, keys, args)  # type: ignore[arg-type]
