@@ -22,7 +22,7 @@ def new_instance_id() -> str:
 
 
 def jobs_over_redis(settings: Settings, store: Store, system: ActorSystem, records: JobRecords,
-                    instance_id: str) -> RedisJobs | None:
+                    instance_id: str, gate: RateGate) -> RedisJobs | None:
     """The Redis job stream when ``store.backend = "redis"`` and ``store`` is a Redis store,
     else None (jobs stay in this process). Imports the Redis client only then."""
     if settings.store.backend != "redis" or not hasattr(store, "client"):
@@ -30,7 +30,8 @@ def jobs_over_redis(settings: Settings, store: Store, system: ActorSystem, recor
     from .redis_jobs import RedisJobs
 
     records.leave_on_shutdown = True  # another instance runs them again
-    return RedisJobs(settings, store, system, records, instance_id)  # type: ignore[arg-type]
+    return RedisJobs(settings, store, system, records, instance_id,  # type: ignore[arg-type]
+                     gate=gate)
 
 
 def shared_gate(settings: Settings, store: Store, instance_id: str) -> RateGate | None:

@@ -36,6 +36,7 @@ from .errors import (
     StoreUnavailable,
 )
 from .job import JobActor, JobRecords, utc_now
+from .rate_gate import RateGate
 from .redis_consumer import GROUP, REDIS_ERRORS, StreamConsumer
 from .redis_instances import Heartbeat
 from .stats import StreamStats
@@ -61,7 +62,7 @@ class RedisJobs:
     """
 
     def __init__(self, settings: Settings, store: RedisStore, system: ActorSystem,
-                 records: JobRecords, instance_id: str) -> None:
+                 records: JobRecords, instance_id: str, gate: RateGate | None = None) -> None:
         self.settings = settings
         self.store = store
         self.client: coredis.Redis[str] = store.client
@@ -74,6 +75,7 @@ class RedisJobs:
         self.counts: Counter[str] = Counter(claims=0, reclaims=0, redis_errors=0)
         self.heartbeat = Heartbeat(self.client, store.prefix, instance_id, on_error=self.failed)
         self.consumer = StreamConsumer(self)
+        self._gate = gate  # whose Redis errors counters() reports too
 
     @property
     def running(self) -> dict[str, str]:
@@ -226,6 +228,12 @@ class RedisJobs:
                 actor.cancel("cancelled by the client")
 
     # Observability
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Claims and reclaims of jobs here, and Redis errors by part; never awaits."""
+        gate_errors = getattr(self._gate, "redis_errors", 0)
+        return {"jobs": {"claims": self.counts["claims"], "reclaims": self.counts["reclaims"]},
+                "redis_errors": {"jobs": self.counts["redis_errors"], "rate_gate": gate_errors}}
 
     async def stream_stats(self) -> StreamStats:
         """The stream as Redis sees it: entries, pending by consumer; raises StoreUnavailable."""

@@ -127,7 +127,7 @@ class ChatService:
                                    max_duration_s=jobs.max_duration_s,
                                    result_ttl_s=jobs.result_ttl_s)
         self._cluster = jobs_over_redis(settings, store, self._system, self._records,
-                                        self.instance_id)
+                                        self.instance_id, self._caller.gate)
         self._queue = JobQueue(jobs.max_running, jobs.max_queued,
                                retry_after_s=max(1.0, min(jobs.max_duration_s, 5.0)))
 
@@ -157,7 +157,7 @@ class ChatService:
             jobs=JobStats(running=len(self._cluster.running) if self._cluster else
                           self._queue.running, queued=self._queue.queued,
                           by_status=dict(self._records.finished)),
-            instance=self.instance_id,
+            instance=self.instance_id, redis=self._cluster.counters() if self._cluster else None,
         )
 
     async def stream_stats(self) -> StreamStats | None:

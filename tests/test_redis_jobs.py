@@ -120,6 +120,9 @@ async def test_jobs_of_an_instance_killed_with_sigkill_are_finished_by_the_other
                 stream = (await debug(http, heir))["stream"]
                 assert stream["reclaims"] == 4
                 assert stream["pending"] == 0
+                metrics = (await http.get(heir.url + "/metrics")).text
+                assert "actorchat_jobs_reclaims_total 4.0" in metrics
+                assert 'actorchat_redis_errors_total{part="jobs"}' in metrics
     finally:
         await cleanup(prefix)
 
