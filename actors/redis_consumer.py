@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("actorchat.jobs.redis")
 
 GROUP = "runners"
-# How long one XREADGROUP blocks before asking again (Redis answers at once when a job
-# arrives; the period only bounds how long a lost connection goes unnoticed).
+# How long one XREADGROUP blocks before asking again: Redis answers at once when a job
+# arrives. At most half of store.timeout_s, as coredis applies that to a blocking read too
+# (it gave TimeoutError after store.timeout_s when the block was longer).
 _BLOCK_MS = 5000
 # After a Redis error, a loop waits this long before it tries again.
 _ERROR_PAUSE_S = 1.0
@@ -82,6 +83,7 @@ class StreamConsumer:
 
     async def _consume(self, nursery: trio.Nursery) -> None:
         jobs = self._jobs
+        block_ms = max(50, min(_BLOCK_MS, int(jobs.settings.store.timeout_s * 500)))
         with self.claiming:
             while True:
                 taken = await self._take_slots()
@@ -89,7 +91,7 @@ class StreamConsumer:
                 try:
                     found = await jobs.client.xreadgroup(
                         GROUP, jobs.instance_id, streams={jobs.stream: ">"}, count=taken,
-                        block=_BLOCK_MS)
+                        block=block_ms)
                     entries = found[jobs.stream] if found else ()
                 except redis_errors.ResponseError as error:
                     self._jobs.failed("reading the job stream", error)

@@ -66,7 +66,8 @@ async def test_jobs_submitted_to_one_instance_are_readable_from_both(
     simulator = await start_simulator(latency_ms=50)
     prefix = fresh_prefix()
     try:
-        async with server_processes(2, simulator, prefix, tmp_path) as (first, second), \
+        async with server_processes(2, simulator, prefix, tmp_path,
+                                    ACTORCHAT_STORE__TIMEOUT_S="0.4") as (first, second), \
                 httpx.AsyncClient(timeout=30) as http:
             trace_ids = [await submit(http, first, f"question {n}") for n in range(6)]
             for n, trace_id in enumerate(trace_ids):
@@ -77,6 +78,13 @@ async def test_jobs_submitted_to_one_instance_are_readable_from_both(
                 assert again == done
             missing = await http.get(f"{second.url}/chat/{'0' * 32}/response")
             assert missing.status_code == 404
+            await trio.sleep(1.0)  # idle consumers block on the stream longer than timeout_s
+            views = [await debug(http, server) for server in (first, second)]
+        assert {view["instance"] for view in views} == set(views[0]["stream"]["instances"])
+        assert len(views[0]["stream"]["instances"]) == 2
+        assert sum(view["stream"]["claims"] for view in views) == 6
+        assert [view["stream"]["redis_errors"] for view in views] == [0, 0]
+        assert views[0]["stream"]["pending"] == views[0]["stream"]["entries"] == 0
     finally:
         await cleanup(prefix)
 
