@@ -1,0 +1,88 @@
+"""The Redis job stream inside one process: ChatService over a RedisStore on the shared
+Redis (a fresh prefix per test), with fake upstreams. Real Redis means the real clock: the
+only waits on it are guards."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+from actors.config import build_settings
+from actors.errors import IdempotencyConflict
+from actors.service import ChatService, given_upstream, open_chat_service
+from actors.store.redis import RedisStore, open_redis_store
+
+from .fakes import HangingUpstream, ScriptedUpstream
+from .redis_servers import SHARED_REDIS_URL, shared_redis_store
+
+
+def settings(prefix: str, **jobs: Any) -> Any:
+    return build_settings({"jobs": jobs, "server": {"drain_s": 0.2},
+                           "store": {"backend": "redis", "prefix": prefix},
+                           "upstream": {"timeout_s": 1000, "max_retry_s": 1000}}, environ={})
+
+
+@asynccontextmanager
+async def service_over(store: RedisStore, upstream: Any, **jobs: Any,
+                       ) -> AsyncIterator[ChatService]:
+    async with open_chat_service(settings(store.prefix, **jobs),
+                                 open_upstream=given_upstream(upstream), store=store) as service:
+        yield service
+
+
+async def test_an_idempotency_key_replays_the_job_and_refuses_another_body() -> None:
+    async with shared_redis_store() as store, service_over(store, ScriptedUpstream()) as service:
+        first, replayed = await service.submit_job("hi", "m", 0.7, idempotency_key="k",
+                                                   fingerprint="body-1")
+        assert (first.status, replayed) == ("queued", False)
+        again, replayed = await service.submit_job("hi", "m", 0.7, idempotency_key="k",
+                                                   fingerprint="body-1")
+        assert (again.trace_id, replayed) == (first.trace_id, True)
+        with pytest.raises(IdempotencyConflict):
+            await service.submit_job("other", "m", 0.7, idempotency_key="k",
+                                     fingerprint="body-2")
+        done = await service.job(first.trace_id, wait_s=10)
+        assert (done.status, done.response) == ("completed", "re: hi (2)")
+
+
+async def test_a_job_cancelled_while_running_ends_cancelled_and_leaves_the_stream() -> None:
+    async with shared_redis_store() as store, service_over(store, HangingUpstream()) as service:
+        record, _ = await service.submit_job("hang", "m", 0.7)
+        for _ in range(500):  # the consumer's claim, in another task: 5 s at most
+            if (await service.job(record.trace_id)).status == "processing":
+                break
+            await trio.sleep(0.01)
+        cancelled = await service.cancel_job(record.trace_id)
+        assert cancelled.status == "cancelled"
+        stream = await service.stream_stats()
+        assert stream is not None
+        assert (stream.entries, stream.pending, stream.running_here) == (0, 0, 0)
+
+
+async def test_a_job_cut_off_by_shutdown_stays_processing_and_pending() -> None:
+    async with shared_redis_store() as store:  # the test's view; each service closes its own
+        async with open_redis_store(SHARED_REDIS_URL, prefix=store.prefix) as own, \
+                service_over(own, HangingUpstream()) as service:
+            record, _ = await service.submit_job("hang", "m", 0.7)
+            for _ in range(500):  # the consumer's claim, in another task: 5 s at most
+                if (await service.job(record.trace_id)).status == "processing":
+                    break
+                await trio.sleep(0.01)
+            instance = service.instance_id
+        # drain_s passed: the job was cancelled without a "failed" record, unacknowledged.
+        left = await store.load_job(record.trace_id)
+        assert left is not None
+        assert left.status == "processing"
+        pending = await store.client.xpending(f"{store.prefix}jobs", "runners")
+        assert dict(pending.consumers) == {instance: 1}
+        # Another instance with a short claim_idle_s finishes it.
+        async with open_redis_store(SHARED_REDIS_URL, prefix=store.prefix) as own, \
+                service_over(own, ScriptedUpstream(), claim_idle_s=0.3) as heir:
+            done = await heir.job(record.trace_id, wait_s=10)
+            assert (done.status, done.response) == ("completed", "re: hang (2)")
+            assert heir.stats().redis == {"jobs": {"claims": 0, "reclaims": 1},
+                                          "redis_errors": {"jobs": 0, "rate_gate": 0}}
