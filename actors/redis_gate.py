@@ -9,7 +9,8 @@ workers; here N instances together stay under the upstream's budget:
   starts, or subscribes again, reads the key's remaining time.
 * **The budget.** The token bucket lives in one Redis hash (``{prefix}gate:bucket``), refilled
   by Redis's own clock at 97% of the rate the upstream reports, with the remaining count it
-  reports as a ceiling. The pacer of each instance keeps its in-process FIFO of waiters and
+  reports as a ceiling (sent at most once a second per instance, so a call costs one round
+  trip, not two). The pacer of each instance keeps its in-process FIFO of waiters and
   takes tokens from Redis for the callers waiting now, at most ``_BATCH`` per round trip (a
   script of 150 to 300 us of CPU), so tokens are never hoarded. When the bucket is empty
   Redis says how long until the next token, and the pacer sleeps that long.
@@ -35,6 +36,10 @@ log = logging.getLogger("actorchat.gate")
 _BATCH = 16  # tokens asked for in one round trip at most
 _BUCKET_TTL_MS = 600_000  # a bucket nobody touched for ten minutes is forgotten
 _ERROR_PAUSE_S = 1.0
+# The budget an answer reports goes to Redis at most this often per instance (the first at
+# once): one script per answer would double the Redis cost of a call, and the bucket needs
+# only the rate, which seldom changes, and now and then the upstream's count as a ceiling.
+_REPORT_EVERY_S = 1.0
 _REDIS_ERRORS = (redis_errors.RedisError, OSError, TimeoutError)
 
 # KEYS: bucket. ARGV: wanted. Returns {granted, seconds until the next token} (as strings:
@@ -100,7 +105,8 @@ class SharedRateGate(RateGate):
         self._ask_after = 0.0  # Redis said the bucket is empty until then
         self._report: tuple[float, int] | None = None  # (rate, remaining) not yet sent
         self._close_s = 0.0  # a closure not yet sent
-        self._outbox = trio.Event()
+        self._outbox = trio.Event()  # a closure to send
+        self._reported = trio.Event()  # a budget to send
         self.round_trips = 0  # budget scripts run (to measure the cost per call)
 
     def _on_error(self, doing: str, error: BaseException) -> None:
@@ -122,7 +128,7 @@ class SharedRateGate(RateGate):
             self._tokens = 0.0  # from now on tokens come from the shared bucket
         self._rate = limit / 60 * _PACING_MARGIN
         self._report = (self._rate, remaining)
-        self._outbox.set()
+        self._reported.set()
         self._changed.set()
 
     def _refill(self) -> None:
@@ -157,27 +163,37 @@ class SharedRateGate(RateGate):
         """The pacer, the listener for other instances' closures and the sender."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self._listen)
-            nursery.start_soon(self._send)
+            nursery.start_soon(self._send_closures)
+            nursery.start_soon(self._send_budget)
             await nursery.start(super().run)
             task_status.started()
 
-    async def _send(self) -> None:
+    async def _send_closures(self) -> None:
         while True:
             await self._outbox.wait()
             self._outbox = trio.Event()
-            report, self._report = self._report, None
             close_s, self._close_s = self._close_s, 0.0
             try:
-                if report is not None:
-                    await self._eval(OBSERVE, [self._bucket],
-                                     [repr(report[0]), report[1], _BUCKET_TTL_MS])
-                if close_s > 0:
-                    await self._eval(CLOSE, [self._closed_key],
-                                     [max(1, int(close_s * 1000)), self._instance_id])
-                    await self._client.publish(
-                        self._channel, f"close:{self._instance_id}:{close_s!r}")
+                await self._eval(CLOSE, [self._closed_key],
+                                 [max(1, int(close_s * 1000)), self._instance_id])
+                await self._client.publish(
+                    self._channel, f"close:{self._instance_id}:{close_s!r}")
+            except _REDIS_ERRORS as error:
+                self._on_error("sharing a rate-gate closure", error)
+
+    async def _send_budget(self) -> None:
+        while True:
+            await self._reported.wait()
+            self._reported = trio.Event()
+            report, self._report = self._report, None
+            if report is None:
+                continue
+            try:
+                await self._eval(OBSERVE, [self._bucket],
+                                 [repr(report[0]), report[1], _BUCKET_TTL_MS])
             except _REDIS_ERRORS as error:
                 self._on_error("sharing the rate budget", error)
+            await trio.sleep(_REPORT_EVERY_S)
 
     async def _listen(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                       ) -> None:
