@@ -42,14 +42,16 @@ _ERROR_PAUSE_S = 1.0
 _REPORT_EVERY_S = 1.0
 _REDIS_ERRORS = (redis_errors.RedisError, OSError, TimeoutError)
 
-# KEYS: bucket. ARGV: wanted. Returns {granted, seconds until the next token} (as strings:
-# Redis truncates Lua numbers). No bucket yet: everything wanted is granted.
+# KEYS: bucket. ARGV: wanted, ttl_ms, the caller's rate. Returns {granted, seconds until the
+# next token} (as strings: Redis truncates Lua numbers). No bucket yet (the first report is
+# on its way, or was lost): one is made at the caller's rate with a single token, so a burst
+# before the report cannot overrun the budget.
 TAKE = Lua("""
 local now = redis.call('TIME')
 now = tonumber(now[1]) + tonumber(now[2]) / 1e6
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'at', 'rate', 'capacity')
+if not b[3] then b = {'1', tostring(now), ARGV[3], '1'} end
 local rate = tonumber(b[3])
-if not rate or rate <= 0 then return {ARGV[1], '0'} end
 local tokens = math.min(tonumber(b[4]), tonumber(b[1]) + (now - tonumber(b[2])) * rate)
 local granted = math.max(0, math.min(tonumber(ARGV[1]), math.floor(tokens)))
 tokens = tokens - granted
@@ -127,7 +129,9 @@ class SharedRateGate(RateGate):
         if not self.pacing:
             self._tokens = 0.0  # from now on tokens come from the shared bucket
         self._rate = limit / 60 * _PACING_MARGIN
-        self._report = (self._rate, remaining)
+        # Calls this instance let through after the answered one are not in its count yet.
+        since = self._starts - ticket if ticket is not None else 0
+        self._report = (self._rate, remaining - since)
         self._reported.set()
         self._changed.set()
 
@@ -142,7 +146,7 @@ class SharedRateGate(RateGate):
         wanted = min(len(self._line), _BATCH)
         try:
             granted_text, wait_text = await self._eval(
-                TAKE, [self._bucket], [wanted, _BUCKET_TTL_MS])
+                TAKE, [self._bucket], [wanted, _BUCKET_TTL_MS, repr(self._rate)])
             granted, wait_s = int(granted_text), float(wait_text)
         except _REDIS_ERRORS as error:
             self._on_error("taking rate tokens", error)

@@ -40,8 +40,10 @@ async def test_two_instances_share_the_upstreams_request_budget(
         await cleanup(prefix)
     assert all(ran), ran  # both instances ran jobs
     assert stats["completed"] == 60
-    # Each instance alone paced to the whole budget: 37 429s measured; shared: 5.
-    assert stats["rate_limited_rpm"] <= 12
+    # Each instance pacing alone to the whole budget: 37 429s measured; shared: 0 to 2 (the
+    # start-up probes before the first answer), 10 before the first report was corrected
+    # for the calls sent since.
+    assert stats["rate_limited_rpm"] <= 8
 
 
 # Two SharedRateGates in one process, as two instances would hold them (real Redis, so the
