@@ -12,8 +12,9 @@ workers; here N instances together stay under the upstream's budget:
   reports as a ceiling (sent at most once a second per instance, so a call costs one round
   trip, not two). The pacer of each instance keeps its in-process FIFO of waiters and
   takes tokens from Redis for the callers waiting now, at most ``_BATCH`` per round trip (a
-  script of 150 to 300 us of CPU), so tokens are never hoarded. When the bucket is empty
-  Redis says how long until the next token, and the pacer sleeps that long.
+  script of 250 to 350 us of CPU here), so tokens are never hoarded. When the bucket is empty
+  Redis reserves the next token for this instance and says when it is due; the pacer sleeps
+  until then. So every round trip yields a token and instances never race for one.
 
 Before the upstream has reported a budget nothing goes to Redis (each instance probes at its
 own 200 calls a second). If Redis fails, the instance paces alone at the reported rate until
@@ -42,8 +43,11 @@ _ERROR_PAUSE_S = 1.0
 _REPORT_EVERY_S = 1.0
 _REDIS_ERRORS = (redis_errors.RedisError, OSError, TimeoutError)
 
-# KEYS: bucket. ARGV: wanted, ttl_ms, the caller's rate. Returns {granted, seconds until the
-# next token} (as strings: Redis truncates Lua numbers). No bucket yet (the first report is
+# KEYS: bucket. ARGV: wanted, ttl_ms, the caller's rate. Returns {granted, seconds to wait}
+# (as strings: Redis truncates Lua numbers): the tokens there are, up to wanted, at once; or,
+# when there is none, one token reserved for when it will have refilled (the bucket goes into
+# debt by at most one token per instance, as each pacer holds one reservation at a time), so
+# instances never race for a token and every round trip gets one. No bucket yet (the first report is
 # on its way, or was lost): one is made at the caller's rate with a single token, so a burst
 # before the report cannot overrun the budget.
 TAKE = Lua("""
@@ -53,12 +57,15 @@ local b = redis.call('HMGET', KEYS[1], 'tokens', 'at', 'rate', 'capacity')
 if not b[3] then b = {'1', tostring(now), ARGV[3], '1'} end
 local rate = tonumber(b[3])
 local tokens = math.min(tonumber(b[4]), tonumber(b[1]) + (now - tonumber(b[2])) * rate)
-local granted = math.max(0, math.min(tonumber(ARGV[1]), math.floor(tokens)))
+local granted, wait = 1, 0
+if tokens >= 1 then
+  granted = math.min(tonumber(ARGV[1]), math.floor(tokens))
+else
+  wait = (1 - tokens) / rate
+end
 tokens = tokens - granted
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local wait = 0
-if granted == 0 then wait = (1 - tokens) / rate end
 return {tostring(granted), tostring(wait)}
 """)
 
@@ -104,12 +111,12 @@ class SharedRateGate(RateGate):
         self._channel = f"{prefix}gate:events"
         self._instance_id = instance_id
         self.redis_errors = 0
-        self._ask_after = 0.0  # Redis said the bucket is empty until then
+        self._held_until = 0.0  # a token reserved in Redis becomes ours then (0: none)
         self._report: tuple[float, int] | None = None  # (rate, remaining) not yet sent
         self._close_s = 0.0  # a closure not yet sent
         self._outbox = trio.Event()  # a closure to send
         self._reported = trio.Event()  # a budget to send
-        self.round_trips = 0  # budget scripts run (to measure the cost per call)
+        self.round_trips = 0  # token scripts run (one per call at most: see TAKE)
 
     def _on_error(self, doing: str, error: BaseException) -> None:
         self.redis_errors += 1
@@ -140,10 +147,18 @@ class SharedRateGate(RateGate):
 
     async def _top_up(self) -> None:
         now = trio.current_time()
-        if not self.pacing or not self._line or self._tokens >= 1 or not self.is_open() \
-                or now < self._ask_after:
+        if self._held_until:
+            # A token reserved in Redis, ours once its time comes; meanwhile a debt that the
+            # base pacer turns into a sleep until then (recomputed if it wakes early).
+            if now < self._held_until:
+                self._tokens = 1 - (self._held_until - now) * self._rate
+                return
+            self._held_until, self._tokens = 0.0, 1.0
+            return
+        if not self.pacing or not self._line or self._tokens >= 1 or not self.is_open():
             return
         wanted = min(len(self._line), _BATCH)
+        self.round_trips += 1
         try:
             granted_text, wait_text = await self._eval(
                 TAKE, [self._bucket], [wanted, _BUCKET_TTL_MS, repr(self._rate)])
@@ -151,14 +166,12 @@ class SharedRateGate(RateGate):
         except _REDIS_ERRORS as error:
             self._on_error("taking rate tokens", error)
             # Pace alone at the reported rate until Redis answers again.
-            self._tokens, self._ask_after = 1.0, now + 1 / self._rate
-            return
-        if granted:
-            self._tokens = float(granted)
-        elif self._tokens < 1:
-            # A debt the base pacer turns into a sleep of wait_s; asked again after it.
+            granted, wait_s = 1, 1 / self._rate
+        if wait_s > 0:
+            self._held_until = trio.current_time() + wait_s
             self._tokens = 1 - wait_s * self._rate
-            self._ask_after = trio.current_time() + wait_s
+        else:
+            self._tokens = float(granted)
 
     # Tasks
 
@@ -233,7 +246,6 @@ class SharedRateGate(RateGate):
             self._changed.set()
 
     async def _eval(self, script: Lua, keys: list[str], args: list[object]) -> list[str]:
-        self.round_trips += 1
         try:
             return await self._client.evalsha(script.sha, keys, args)  # type: ignore[arg-type]
         except redis_errors.NoScriptError:

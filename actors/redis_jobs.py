@@ -233,6 +233,7 @@ class RedisJobs:
         """Claims and reclaims of jobs here, and Redis errors by part; never awaits."""
         gate_errors = getattr(self._gate, "redis_errors", 0)
         return {"jobs": {"claims": self.counts["claims"], "reclaims": self.counts["reclaims"]},
+                "rate_gate": {"budget_round_trips": getattr(self._gate, "round_trips", 0)},
                 "redis_errors": {"jobs": self.counts["redis_errors"], "rate_gate": gate_errors}}
 
     async def stream_stats(self) -> StreamStats:

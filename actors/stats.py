@@ -68,8 +68,8 @@ class ServiceStats:
     upstream: UpstreamStats
     jobs: JobStats
     instance: str = ""  # this instance's ID (host-pid-random)
-    # With Redis: jobs claimed and claimed again here, Redis errors by part ("jobs",
-    # "rate_gate"); None with the memory store.
+    # With Redis: jobs claimed and claimed again here, the shared rate gate's scripts run,
+    # Redis errors by part ("jobs", "rate_gate"); None with the memory store.
     redis: Mapping[str, Mapping[str, int]] | None = None
 
 

@@ -85,4 +85,5 @@ async def test_a_job_cut_off_by_shutdown_stays_processing_and_pending() -> None:
             done = await heir.job(record.trace_id, wait_s=10)
             assert (done.status, done.response) == ("completed", "re: hang (2)")
             assert heir.stats().redis == {"jobs": {"claims": 0, "reclaims": 1},
+                                          "rate_gate": {"budget_round_trips": 0},
                                           "redis_errors": {"jobs": 0, "rate_gate": 0}}

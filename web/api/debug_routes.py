@@ -154,6 +154,8 @@ def actor_body(stats: ActorStats, secret_values: list[str]) -> dict[str, object]
 def totals_body(stats: ServiceStats) -> dict[str, object]:
     """The system-wide numbers: actors, upstream calls, the rate gate, jobs."""
     actors, upstream, jobs = stats.actors, stats.upstream, stats.jobs
+    redis = {} if stats.redis is None else {"redis": {part: dict(counts) for part, counts
+                                                      in stats.redis.items()}}
     return {
         "actors": {
             "live": dict(actors.live),
@@ -174,6 +176,7 @@ def totals_body(stats: ServiceStats) -> dict[str, object]:
             "queued": jobs.queued,
             "by_status": dict(jobs.by_status),
         },
+        **redis,
     }
 
 
