@@ -93,12 +93,12 @@ class StreamConsumer:
                         GROUP, jobs.instance_id, streams={jobs.stream: ">"}, count=taken,
                         block=block_ms)
                     entries = found[jobs.stream] if found else ()
-                except redis_errors.ResponseError as error:
-                    self._jobs.failed("reading the job stream", error)
-                    await self.ensure_group()  # the stream or its group was deleted
                 except REDIS_ERRORS as error:
                     self._jobs.failed("reading the job stream", error)
                     await trio.sleep(_ERROR_PAUSE_S)
+                    # A Redis that restarted empty has lost the stream and its group (coredis
+                    # reports that as an error of its own, not a ResponseError).
+                    await self.ensure_group()
                 finally:
                     for _ in range(taken - len(entries)):
                         self.slots.release()

@@ -12,12 +12,12 @@ import pytest
 import trio
 
 from actors.config import build_settings
-from actors.errors import IdempotencyConflict
+from actors.errors import IdempotencyConflict, StoreUnavailable
 from actors.service import ChatService, given_upstream, open_chat_service
 from actors.store.redis import RedisStore, open_redis_store
 
 from .fakes import HangingUpstream, ScriptedUpstream
-from .redis_servers import SHARED_REDIS_URL, shared_redis_store
+from .redis_servers import SHARED_REDIS_URL, own_redis_server, shared_redis_store
 
 
 def settings(prefix: str, **jobs: Any) -> Any:
@@ -87,3 +87,25 @@ async def test_a_job_cut_off_by_shutdown_stays_processing_and_pending() -> None:
             assert heir.stats().redis == {"jobs": {"claims": 0, "reclaims": 1},
                                           "rate_gate": {"budget_round_trips": 0},
                                           "redis_errors": {"jobs": 0, "rate_gate": 0}}
+
+
+async def test_jobs_fail_fast_while_redis_is_down_and_run_again_once_it_is_back() -> None:
+    async with own_redis_server() as redis, \
+            open_redis_store(redis.url, prefix="down:", timeout_s=0.5) as store, \
+            service_over(store, ScriptedUpstream()) as service:
+        before, _ = await service.submit_job("before", "m", 0.7)
+        assert (await service.job(before.trace_id, wait_s=10)).status == "completed"
+        await redis.kill()
+        with pytest.raises(StoreUnavailable):
+            await service.submit_job("while down", "m", 0.7)
+        await trio.sleep(1.5)  # the consumer meets the outage (a guard, nothing measured)
+        await redis.start()  # empty: no persistence, so the stream and its group are gone
+        for _ in range(100):  # the client reconnects on its next command: 5 s at most
+            try:
+                after, _ = await service.submit_job("after", "m", 0.7)
+                break
+            except StoreUnavailable:
+                await trio.sleep(0.05)
+        done = await service.job(after.trace_id, wait_s=10)
+        assert (done.status, done.response) == ("completed", "re: after (2)")
+        assert service.stats().redis["redis_errors"]["jobs"] > 0
