@@ -109,24 +109,28 @@ class RedisJobs:
         """Write the ``queued`` record and append the job; see ``ChatService.submit_job``.
 
         Admission counts the stream's entries (queued and running on every instance)
-        against ``jobs.max_queued``; concurrent submissions may overshoot it by a few.
+        against ``jobs.max_queued``; concurrent submissions may overshoot it by a few. Once
+        admitted, the caller's cancellation waits until key, record and entry are written
+        (each Redis call is bounded by ``store.timeout_s``), so no record is left without
+        its entry; the job then runs as if the caller had stayed.
         """
         queued = await self._redis(self.client.xlen(self.stream))
         if queued >= self.settings.jobs.max_queued:
             raise JobQueueFull(f"{queued} jobs are running or queued; try again later",
                                retry_after=5.0)
         trace_id = str(uuid.uuid4())
-        if idempotency_key is not None:
-            bound = await self.store.claim_idempotency_key(
-                idempotency_key, fingerprint, trace_id, self.records.result_ttl_s)
-            if bound is not None:
-                return await self._replay(bound, fingerprint), True
-        record = JobRecord(trace_id, "queued", model, utc_now())
-        await self.records.save(record)
-        fields = {"trace_id": trace_id, "message": message, "model": model,
-                  "temperature": repr(temperature),
-                  "system_prompt": self.settings.chat.system_prompt}
-        await self._redis(self.client.xadd(self.stream, fields))
+        with trio.CancelScope(shield=True):
+            if idempotency_key is not None:
+                bound = await self.store.claim_idempotency_key(
+                    idempotency_key, fingerprint, trace_id, self.records.result_ttl_s)
+                if bound is not None:
+                    return await self._replay(bound, fingerprint), True
+            record = JobRecord(trace_id, "queued", model, utc_now())
+            await self.records.save(record)
+            fields = {"trace_id": trace_id, "message": message, "model": model,
+                      "temperature": repr(temperature),
+                      "system_prompt": self.settings.chat.system_prompt}
+            await self._redis(self.client.xadd(self.stream, fields))
         log.info("job %s queued on the stream", trace_id)
         return record, False
 

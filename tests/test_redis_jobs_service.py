@@ -109,3 +109,23 @@ async def test_jobs_fail_fast_while_redis_is_down_and_run_again_once_it_is_back(
         done = await service.job(after.trace_id, wait_s=10)
         assert (done.status, done.response) == ("completed", "re: after (2)")
         assert service.stats().redis["redis_errors"]["jobs"] > 0
+
+
+async def test_a_submitter_cancelled_after_admission_still_gets_its_job_run() -> None:
+    async with shared_redis_store() as store, service_over(store, ScriptedUpstream()) as service:
+        records = service._cluster.records  # type: ignore[union-attr]
+        save = records.save
+        leaving = trio.CancelScope()
+        written: list[str] = []
+
+        async def save_then_leave(record: Any, **options: Any) -> None:
+            records.save = save  # only the submission's first write
+            await save(record, **options)
+            written.append(record.trace_id)
+            leaving.cancel("the client went away")
+
+        records.save = save_then_leave
+        with leaving:
+            await service.submit_job("bye", "m", 0.7)
+        done = await service.job(written[0], wait_s=10)
+        assert (done.status, done.response) == ("completed", "re: bye (2)")
