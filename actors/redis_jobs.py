@@ -170,10 +170,11 @@ class RedisJobs:
             return record
         marker = self.cancel_key(trace_id)
         await self._redis(self.client.set(marker, "1", px=int(self.records.result_ttl_s * 1000)))
-        if record.status == "queued":  # nobody runs it yet; whoever claims it will skip it
+        # Published in both cases: a runner may have claimed it since it was read as queued.
+        await self._redis(self.client.publish(self.channel, f"cancel:{trace_id}"))
+        if record.status == "queued":  # whoever claims it later sees the marker
             await self._finish_cancelled(record)
             return record
-        await self._redis(self.client.publish(self.channel, f"cancel:{trace_id}"))
         return await self.job(trace_id, wait_s=_CANCEL_WAIT_S)
 
     async def _finish_cancelled(self, record: JobRecord) -> None:

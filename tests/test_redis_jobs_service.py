@@ -129,3 +129,26 @@ async def test_a_submitter_cancelled_after_admission_still_gets_its_job_run() ->
             await service.submit_job("bye", "m", 0.7)
         done = await service.job(written[0], wait_s=10)
         assert (done.status, done.response) == ("completed", "re: bye (2)")
+
+
+async def test_a_job_cancelled_while_queued_never_calls_the_upstream() -> None:
+    upstream = HangingUpstream()
+    async with shared_redis_store() as store, \
+            service_over(store, upstream, max_running=1) as service:
+        running, _ = await service.submit_job("first", "m", 0.7)
+        waiting, _ = await service.submit_job("second", "m", 0.7)
+        for _ in range(500):  # the consumer's claim, in another task: 5 s at most
+            if upstream.calls == 1:
+                break
+            await trio.sleep(0.01)
+        assert (await service.cancel_job(waiting.trace_id)).status == "cancelled"
+        assert (await service.cancel_job(running.trace_id)).status == "cancelled"
+        for _ in range(500):  # the freed slot takes the cancelled entry and drops it
+            stream = await service.stream_stats()
+            assert stream is not None
+            if stream.entries == 0:
+                break
+            await trio.sleep(0.01)
+        assert stream.entries == 0
+        assert upstream.calls == 1
+        assert (await service.job(waiting.trace_id)).status == "cancelled"
