@@ -93,6 +93,7 @@ class JobsConfig(_Section):
     max_wait_s: float = Field(30.0, ge=0)
     max_queued_bytes: int = Field(64 * 1024 * 1024, ge=1)
     events_buffer: int = Field(256, ge=4)
+    claim_idle_s: float = Field(30.0, gt=0)  # Redis: a job left idle this long is run again
 
 
 class ChatConfig(_Section):

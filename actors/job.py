@@ -70,14 +70,19 @@ class RunJob:
     system_prompt: str
     slot: RunSlot
     params: Mapping[str, Any] = field(default_factory=dict)  # further OpenAI parameters
+    record: JobRecord | None = None  # a job claimed from elsewhere: its record in the store
 
 
 class JobRecords:
     """What every JobActor shares: the store, the upstream caller, the limits, the counts."""
 
     def __init__(self, *, store: JobStore, upstream: UpstreamCaller, max_duration_s: float,
-                 result_ttl_s: float, events_buffer: int = 256) -> None:
+                 result_ttl_s: float, events_buffer: int = 256,
+                 leave_on_shutdown: bool = False) -> None:
         self.store = store
+        # True with jobs on a shared queue: a job cut off by shutdown is left as it is in the
+        # store, for another instance to run again, instead of being recorded as failed.
+        self.leave_on_shutdown = leave_on_shutdown
         self.upstream = upstream
         self.max_duration_s = max_duration_s
         self.result_ttl_s = result_ttl_s
@@ -126,6 +131,8 @@ class JobActor(Actor):
         if isinstance(message, AcceptJob):
             return await self._accept(message)
         if isinstance(message, RunJob):
+            if message.record is not None:
+                self._record = message.record
             try:
                 if self._record is not None:
                     await self._run(message, self._record)
@@ -178,6 +185,9 @@ class JobActor(Actor):
         except trio.Cancelled:
             # The server is shutting down past its drain time: record why, then go on
             # cancelling. Shielded and bounded, so the record is written whole or not at all.
+            if records.leave_on_shutdown:
+                log.warning("job %s left unfinished for another instance", self.key)
+                raise
             record.status, record.timestamp = "failed", utc_now()
             record.error = {"type": "shutting_down",
                             "message": "the server shut down before the job finished"}

@@ -167,6 +167,7 @@ class RateGate:
         while True:
             while self._line and self._line[0].gone:
                 self._line.popleft()
+            await self._top_up()
             delay = self._delay() if self._line else math.inf
             if delay > 0:
                 with trio.move_on_after(delay):
@@ -177,6 +178,10 @@ class RateGate:
             self.waiting -= 1
             waiter.ticket = self._let_through()
             waiter.released.set()
+
+    async def _top_up(self) -> None:
+        """The seam for a budget shared with other processes (``actors/redis_gate.py``):
+        fill ``_tokens`` before the pacer looks at them. Here the mirror refills itself."""
 
     def _delay(self) -> float:
         """Seconds until the next call may start (0: now)."""

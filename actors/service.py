@@ -16,12 +16,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .config import Settings
 from .errors import IdempotencyConflict, JobNotFound, ShuttingDown
+from .instance import jobs_over_redis, new_instance_id, shared_gate
 from .job import AcceptJob, JobActor, JobRecords, RunJob
 from .job_events import JobListener, StoredJobListener
 from .job_queue import JobQueue
@@ -36,12 +37,15 @@ from .session import (
     TurnStream,
     start_turn_stream,
 )
-from .stats import JobStats, ServiceStats
+from .stats import JobStats, ServiceStats, StreamStats
 from .store import open_store
 from .store.base import JobRecord, Message, Store
 from .system import ActorSystem
 from .upstream import ModelInfo, Upstream
 from .upstream_caller import UpstreamCaller
+
+if TYPE_CHECKING:
+    from .redis_jobs import RedisJobs
 
 log = logging.getLogger("actorchat.service")
 
@@ -104,6 +108,8 @@ async def _open_service(settings: Settings, open_upstream: UpstreamOpener, store
                     await nursery.start(service._system.run)
                     await nursery.start(service._caller.run)
                     await nursery.start(service._queue.run)
+                    if service._cluster is not None:
+                        await nursery.start(service._cluster.run)
                     try:
                         yield service
                         if not await service.drain(settings.server.drain_s):
@@ -133,13 +139,17 @@ class ChatService:
         self._label = upstream.label
         self._closing = False
         self._system = ActorSystem(settings.actors)
-        self._caller = UpstreamCaller(upstream.client, settings.upstream)
+        self.instance_id = new_instance_id()
+        self._caller = UpstreamCaller(upstream.client, settings.upstream,
+                                      gate=shared_gate(settings, store, self.instance_id))
         self.model_list = ModelList(upstream.client)
         jobs = settings.jobs
         self._records = JobRecords(store=store, upstream=self._caller,
                                    max_duration_s=jobs.max_duration_s,
                                    result_ttl_s=jobs.result_ttl_s,
                                    events_buffer=jobs.events_buffer)
+        self._cluster = jobs_over_redis(settings, store, self._system, self._records,
+                                        self.instance_id, self._caller.gate)
         self._queue = JobQueue(jobs.max_running, jobs.max_queued,
                                retry_after_s=max(1.0, min(jobs.max_duration_s, 5.0)),
                                max_queued_bytes=jobs.max_queued_bytes)
@@ -149,6 +159,8 @@ class ChatService:
 
         Returns True when every actor stopped in time. Cancels nothing itself.
         """
+        if self._cluster is not None:
+            self._cluster.stop_claiming()
         return await self._system.drain(drain_s)
 
     def stats(self, *, kind: str | None = None, state: str | None = None,
@@ -165,10 +177,16 @@ class ChatService:
             listed=tuple(listed),
             matched=matched,
             upstream=self._caller.stats(self._label),
-            jobs=JobStats(running=self._queue.running, queued=self._queue.queued,
+            jobs=JobStats(running=len(self._cluster.running) if self._cluster else
+                          self._queue.running, queued=self._queue.queued,
                           by_status=dict(self._records.finished),
                           queued_bytes=self._queue.queued_bytes),
+            instance=self.instance_id, redis=self._cluster.counters() if self._cluster else None,
         )
+
+    async def stream_stats(self) -> StreamStats | None:
+        """The Redis job stream and live instances (None with the memory store)."""
+        return None if self._cluster is None else await self._cluster.stream_stats()
 
     async def ping_store(self) -> bool:
         """True when the store answers; False when it fails or the service is closing."""
@@ -178,6 +196,11 @@ class ChatService:
             return await self._store.ping()
         except Exception:  # a store that cannot answer is simply not reachable
             return False
+
+    def _jobs_over_redis(self) -> RedisJobs | None:
+        if self._cluster is not None:
+            self._open_store()  # ShuttingDown once closing
+        return self._cluster
 
     def _open_store(self) -> Store:
         if self._closing:
@@ -274,6 +297,9 @@ class ChatService:
         body. A refused submission has claimed and written nothing. A caller cancelled
         after admission does not cancel the job: it runs, and its record can be read.
         """
+        if (cluster := self._jobs_over_redis()) is not None:
+            return await cluster.submit(message, model, temperature, params or {},
+                                        idempotency_key=idempotency_key, fingerprint=fingerprint)
         size = len(message.encode())
         self._queue.check_room(size)
         trace_id = str(uuid.uuid4())
@@ -299,6 +325,8 @@ class ChatService:
 
     async def job(self, trace_id: str, wait_s: float = 0.0) -> JobRecord:
         """The job's record; with ``wait_s`` first wait up to that long for it to finish."""
+        if (cluster := self._jobs_over_redis()) is not None:
+            return await cluster.job(trace_id, wait_s)
         actor = self._system.find("job", trace_id)
         if wait_s > 0 and isinstance(actor, JobActor):
             with trio.move_on_after(wait_s):
@@ -313,6 +341,8 @@ class ChatService:
 
         Waits up to 5 s for the job to write its ``cancelled`` record, then returns the record.
         """
+        if (cluster := self._jobs_over_redis()) is not None:
+            return await cluster.cancel(trace_id)
         actor = self._system.find("job", trace_id)
         if isinstance(actor, JobActor):
             actor.cancel("cancelled by the client")

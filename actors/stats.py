@@ -71,3 +71,22 @@ class ServiceStats:
     matched: int  # live actors that matched the filters, before the limit cut them
     upstream: UpstreamStats
     jobs: JobStats
+    instance: str = ""  # this instance's ID (host-pid-random)
+    # With Redis: jobs claimed and claimed again here, the shared rate gate's scripts run,
+    # Redis errors by part ("jobs", "rate_gate"); None with the memory store.
+    redis: Mapping[str, Mapping[str, int]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStats:
+    """Trace jobs over Redis (``store.backend = "redis"``), read from Redis when asked."""
+
+    instance: str  # this instance's ID: its consumer name and its heartbeat
+    entries: int  # jobs on the stream: queued or running, on any instance
+    pending: int  # jobs claimed by some instance and not yet acknowledged
+    pending_by_instance: Mapping[str, int]  # claimed jobs by consumer (instance ID)
+    running_here: int  # jobs this instance runs now
+    claims: int  # jobs this instance took from the stream since it started
+    reclaims: int  # jobs this instance claimed again after another left them idle
+    redis_errors: int  # Redis commands of the job stream that failed here
+    instances: Mapping[str, Mapping[str, object]]  # live instances (heartbeats) by ID

@@ -70,13 +70,15 @@ class UpstreamCaller:
     ``upstream`` is None when no upstream is configured: every call then raises
     :class:`UpstreamNotConfigured`. The gate's pacer must run (``await nursery.start(
     caller.run)``) for calls that have to wait at the gate. Cancelling a call cancels the
-    HTTP request in flight.
+    HTTP request in flight. ``gate`` replaces the process's own rate gate (with Redis, one
+    whose budget and closures every instance shares).
     """
 
-    def __init__(self, upstream: Upstream | None, config: UpstreamConfig) -> None:
+    def __init__(self, upstream: Upstream | None, config: UpstreamConfig,
+                 gate: RateGate | None = None) -> None:
         self.upstream = upstream
         self.config = config
-        self.gate = RateGate()
+        self.gate = gate if gate is not None else RateGate()
         self._limiter = trio.CapacityLimiter(config.max_concurrency)
         self.in_flight = 0
         self.calls: Counter[str] = Counter()  # one count per attempt, by outcome

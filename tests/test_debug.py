@@ -50,7 +50,7 @@ async def test_a_loopback_client_gets_in_when_no_token_is_set(server: RunningSer
         listing = await client.get("/debug/actors")
         page = await client.get("/debug")
     assert listing.status_code == 200
-    assert set(listing.json()) == {"actors", "matched", "totals"}
+    assert set(listing.json()) == {"instance", "actors", "matched", "totals", "stream"}
     assert listing.headers["cache-control"] == "no-store"
     assert page.status_code == 200
 

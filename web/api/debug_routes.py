@@ -32,6 +32,7 @@ from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_querystring, document_response, security_scheme
 
 from actors.actor import ActorStats
+from actors.errors import StoreUnavailable
 from actors.stats import ServiceStats
 
 from .debug_page import page_response
@@ -156,6 +157,8 @@ def actor_body(stats: ActorStats, secret_values: list[str]) -> dict[str, object]
 def totals_body(stats: ServiceStats) -> dict[str, object]:
     """The system-wide numbers: actors, upstream calls, the rate gate, jobs."""
     actors, upstream, jobs = stats.actors, stats.upstream, stats.jobs
+    redis = {} if stats.redis is None else {"redis": {part: dict(counts) for part, counts
+                                                      in stats.redis.items()}}
     return {
         "actors": {
             "live": dict(actors.live),
@@ -176,6 +179,7 @@ def totals_body(stats: ServiceStats) -> dict[str, object]:
             "queued": jobs.queued,
             "by_status": dict(jobs.by_status),
         },
+        **redis,
     }
 
 
@@ -208,13 +212,26 @@ async def actors() -> Response:
     state_filter = _parse_state(request.args.get("state"))
     limit = _parse_limit(request.args.get("limit"))
     kind = request.args.get("kind") or None
-    stats = chat_service().stats(kind=kind, state=state_filter, limit=limit)
+    service = chat_service()
+    stats = service.stats(kind=kind, state=state_filter, limit=limit)
     secret_values = _secret_values()
     return jsonify({
+        "instance": stats.instance,
         "actors": [actor_body(actor, secret_values) for actor in stats.listed],
         "matched": stats.matched,
         "totals": totals_body(stats),
+        "stream": await _stream_body(),
     })
+
+
+async def _stream_body() -> dict[str, object] | None:
+    """The Redis job stream and the live instances; None with the memory store, and
+    ``{"error": ...}`` when Redis does not answer (the rest of the page still shows)."""
+    try:
+        stream = await chat_service().stream_stats()
+    except StoreUnavailable as error:
+        return {"error": error.message}
+    return None if stream is None else asdict(stream)
 
 
 @blueprint.get("/debug/actors/<key>")

@@ -133,6 +133,23 @@ class ServiceCollector(Collector):
         yield GaugeMetricFamily(
             "actorchat_jobs_queued", "Trace jobs waiting for a running slot.", value=jobs.queued,
         )
+        if stats.redis is not None:
+            yield from _redis_metrics(stats.redis)
+
+
+def _redis_metrics(redis: Mapping[str, Mapping[str, int]]) -> Iterable[Metric]:
+    """With the Redis store: the job stream's claims here, and Redis errors by part."""
+    yield CounterMetricFamily(
+        "actorchat_jobs_claims", "Trace jobs this instance took from the Redis job stream.",
+        value=redis["jobs"]["claims"],
+    )
+    yield CounterMetricFamily(
+        "actorchat_jobs_reclaims",
+        "Trace jobs this instance claimed again after another left them idle (at-least-once).",
+        value=redis["jobs"]["reclaims"],
+    )
+    yield _labelled_counter("actorchat_redis_errors", "Redis commands that failed, by part.",
+                            "part", redis["redis_errors"])
 
 
 def _labelled_counter(
