@@ -2,8 +2,9 @@
 
 from .actor import Actor, ActorStats
 from .config import Settings, load_settings
+from .lifetime import UpstreamChoice, given_upstream, open_chat_service
 from .ref import ActorRef, Ask
-from .service import ChatService, UpstreamChoice, given_upstream, open_chat_service
+from .service import ChatService
 from .stats import ServiceStats
 from .system import ActorSystem
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 
 import trio
 
-from .store.base import JobRecord
+from .errors import JobNotFound
+from .store.base import JobRecord, JobStore
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
@@ -207,3 +208,21 @@ class StoredJobListener:
 
     def close(self) -> None:
         """Nothing to release; present so both listeners are closed the same way."""
+
+
+async def listen_to_job(actor: object, store: JobStore, trace_id: str, longest_s: float,
+                        ) -> JobListener | StoredJobListener:
+    """A listener for the job's events; raises :class:`JobNotFound` for an unknown job. Close
+    the listener when done with it.
+
+    A live job's actor (``actor``, a JobActor, or None) gives the events as they happen;
+    otherwise the store is read: a finished job gives its final record, an unfinished one (run
+    elsewhere) its status changes, polled, for at most ``longest_s``.
+    """
+    events = getattr(actor, "events", None)
+    if isinstance(events, JobEvents):
+        return events.listen()
+    record = await store.load_job(trace_id)
+    if record is None:
+        raise JobNotFound(f"no job with trace ID {trace_id}")
+    return StoredJobListener(record, lambda: store.load_job(trace_id), longest_s=longest_s)

@@ -1,11 +1,7 @@
-"""ChatService, the one object the web layer talks to, and ``open_chat_service``, its lifetime.
+"""ChatService, the one object the web layer talks to; ``actors/lifetime.py`` opens and closes it.
 
-``async with open_chat_service(settings, open_upstream=...) as service:`` owns the store, the
-upstream client (and whatever its opener started, such as an in-process simulator) and the
-nursery every actor, the rate gate's pacer and the job workers run in. On a normal exit it
-drains for ``server.drain_s``, cancels what is left, waits for that nursery to end, and only
-then closes the upstream and the store. On an exit by error or cancellation it skips the
-drain. Nothing else opens or closes those resources.
+It wires the store, the retrying upstream caller, the actor system and the job queue (or, over
+Redis, the job stream); :meth:`ChatService.run` runs their tasks until cancelled.
 """
 
 from __future__ import annotations
@@ -13,9 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -24,10 +18,11 @@ from .config import Settings
 from .errors import IdempotencyConflict, JobNotFound, ShuttingDown
 from .instance import jobs_over_redis, new_instance_id, shared_gate
 from .job import AcceptJob, JobActor, JobRecords, RunJob
-from .job_events import JobListener, StoredJobListener
+from .job_events import JobListener, StoredJobListener, listen_to_job
 from .job_queue import JobQueue
 from .lease import leases_for
 from .model_list import ModelList
+from .ref import Ask, Reply
 from .session import (
     ChatTurn,
     Forget,
@@ -38,91 +33,19 @@ from .session import (
     start_turn_stream,
 )
 from .stats import JobStats, ServiceStats, StreamStats
-from .store import open_store
 from .store.base import JobRecord, Message, Store
 from .system import ActorSystem
-from .upstream import ModelInfo, Upstream
+from .upstream import ModelInfo
 from .upstream_caller import UpstreamCaller
 
 if TYPE_CHECKING:
+    from .lifetime import UpstreamChoice
     from .redis_jobs import RedisJobs
 
 log = logging.getLogger("actorchat.service")
 
 # How long DELETE /chat/{id} waits for a cancelled job to write its final record.
 _CANCEL_WAIT_S = 5.0
-# How long closing the store may take once everything else has stopped.
-_CLOSE_STORE_S = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamChoice:
-    """The upstream client to call (None: none is configured) and its label, no secrets."""
-
-    client: Upstream | None
-    label: str
-
-
-UpstreamOpener = Callable[[Settings], AbstractAsyncContextManager[UpstreamChoice]]
-
-
-def given_upstream(client: Upstream | None, label: str = "given") -> UpstreamOpener:
-    """An opener for an upstream client made elsewhere; the service does not close it."""
-
-    @asynccontextmanager
-    async def opener(settings: Settings) -> AsyncIterator[UpstreamChoice]:
-        yield UpstreamChoice(client, label)
-
-    return opener
-
-
-@asynccontextmanager
-async def open_chat_service(
-    settings: Settings, *, open_upstream: UpstreamOpener, store: Store | None = None
-) -> AsyncIterator[ChatService]:
-    """Run a ChatService for the body of the ``async with``; see the module docstring.
-
-    ``store`` (when None: the one ``store.backend`` names, opened by ``open_store``) is
-    entered first and closed last, whoever made it. ``open_upstream(settings)`` is entered
-    next and exited after the actors have stopped. Closing is shielded and bounded, so a
-    cancelled exit still closes what was opened.
-    """
-    if store is None:
-        async with open_store(settings) as opened:
-            async with _open_service(settings, open_upstream, opened) as service:
-                yield service
-        return
-    async with _open_service(settings, open_upstream, store) as service:
-        yield service
-
-
-@asynccontextmanager
-async def _open_service(settings: Settings, open_upstream: UpstreamOpener, store: Store,
-                        ) -> AsyncIterator[ChatService]:
-    try:
-        async with open_upstream(settings) as choice:
-            service = ChatService(settings, store, choice)
-            try:
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(service._leases.run)
-                    await nursery.start(service._system.run)
-                    await nursery.start(service._caller.run)
-                    await nursery.start(service._queue.run)
-                    if service._cluster is not None:
-                        await nursery.start(service._cluster.run)
-                    try:
-                        yield service
-                        if not await service.drain(settings.server.drain_s):
-                            log.warning("drain time over: cancelling %d actors",
-                                        service._system.live())
-                    finally:
-                        nursery.cancel_scope.cancel("the chat service is closing")
-            finally:
-                service._closing = True
-    finally:
-        with trio.CancelScope(shield=True) as cleanup:
-            cleanup.deadline = trio.current_time() + _CLOSE_STORE_S
-            await store.aclose()
 
 
 class ChatService:
@@ -153,6 +76,23 @@ class ChatService:
         self._queue = JobQueue(jobs.max_running, jobs.max_queued,
                                retry_after_s=max(1.0, min(jobs.max_duration_s, 5.0)),
                                max_queued_bytes=jobs.max_queued_bytes)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        """Run the service's tasks (leases, actors, the gate's pacer, the job workers or the
+        job stream's consumer) until cancelled; the service is closed from then on."""
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._leases.run)
+                await nursery.start(self._system.run)
+                await nursery.start(self._caller.run)
+                await nursery.start(self._queue.run)
+                if self._cluster is not None:
+                    await nursery.start(self._cluster.run)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._closing = True
 
     async def drain(self, drain_s: float) -> bool:
         """Refuse new work and let work in flight finish for up to ``drain_s`` seconds.
@@ -234,16 +174,18 @@ class ChatService:
             max_history_messages=self.settings.sessions.max_history_messages,
         )
 
+    async def _ask_session(self, session_id: str, message: Ask[Reply]) -> Reply:
+        return await self._system.ask(
+            "session", session_id, lambda: self._session_actor(session_id), message)
+
     async def chat(self, session_id: str, prompt: str, model: str, temperature: float,
                    params: Mapping[str, Any] | None = None) -> TurnReply:
         """One turn of the session's conversation, in order with its other turns.
 
         ``params`` are further OpenAI parameters (``max_tokens``, ``stop``...), already
         checked, sent upstream as they are."""
-        return await self._system.ask(
-            "session", session_id, lambda: self._session_actor(session_id),
-            ChatTurn(prompt, model, temperature, params or {}),
-        )
+        return await self._ask_session(session_id,
+                                       ChatTurn(prompt, model, temperature, params or {}))
 
     def stream_chat(self, session_id: str, prompt: str, model: str, temperature: float,
                     params: Mapping[str, Any] | None = None) -> TurnStream:
@@ -264,17 +206,11 @@ class ChatService:
 
         Asks the session's actor (starting it from the store if it is not live).
         """
-        transcript = await self._system.ask(
-            "session", session_id, lambda: self._session_actor(session_id), GetHistory()
-        )
-        return list(transcript.messages)
+        return list((await self._ask_session(session_id, GetHistory())).messages)
 
     async def forget(self, session_id: str) -> bool:
         """Forget the session, after the turns already queued for it; True if it existed."""
-        forgotten = await self._system.ask(
-            "session", session_id, lambda: self._session_actor(session_id), Forget()
-        )
-        return forgotten.existed
+        return (await self._ask_session(session_id, Forget())).existed
 
     # Trace-ID jobs
 
@@ -351,19 +287,6 @@ class ChatService:
         return await self.job(trace_id)
 
     async def job_events(self, trace_id: str) -> JobListener | StoredJobListener:
-        """A listener for the job's events (see :mod:`actors.job_events`); raises
-        :class:`JobNotFound` for an unknown job. Close the listener when done with it.
-
-        A live job's actor gives the events as they happen; otherwise the store is read: a
-        finished job gives its final record, an unfinished one (run elsewhere) its status
-        changes, polled, for at most ``jobs.max_duration_s``.
-        """
-        actor = self._system.find("job", trace_id)
-        if isinstance(actor, JobActor):
-            return actor.events.listen()
-        store = self._open_store()
-        record = await store.load_job(trace_id)
-        if record is None:
-            raise JobNotFound(f"no job with trace ID {trace_id}")
-        return StoredJobListener(record, lambda: store.load_job(trace_id),
-                                 longest_s=self.settings.jobs.max_duration_s)
+        """A listener for the job's events; see :func:`actors.job_events.listen_to_job`."""
+        return await listen_to_job(self._system.find("job", trace_id), self._open_store(),
+                                   trace_id, self.settings.jobs.max_duration_s)

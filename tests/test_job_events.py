@@ -20,7 +20,8 @@ from actors.job_events import (
     StatusChanged,
     TextDelta,
 )
-from actors.service import ChatService, given_upstream, open_chat_service
+from actors.lifetime import given_upstream, open_chat_service
+from actors.service import ChatService
 from actors.store import JobRecord, MemoryStore
 from actors.upstream import ChatRequest, Delta, StreamEvent
 

@@ -12,7 +12,8 @@ import trio.testing
 
 from actors.config import build_settings
 from actors.errors import JobNotFound, JobQueueFull, TooManyActors
-from actors.service import ChatService, given_upstream, open_chat_service
+from actors.lifetime import given_upstream, open_chat_service
+from actors.service import ChatService
 from actors.store import JobRecord, MemoryStore, Store
 
 from .fakes import HangingUpstream, ScriptedUpstream

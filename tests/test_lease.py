@@ -17,7 +17,8 @@ import trio
 
 from actors.config import Settings, build_settings
 from actors.errors import SessionBusy
-from actors.service import ChatService, given_upstream, open_chat_service
+from actors.lifetime import given_upstream, open_chat_service
+from actors.service import ChatService
 from actors.store.redis import RedisStore, open_redis_store
 from actors.store.redis_lease import RedisLeases
 

@@ -13,7 +13,8 @@ import trio
 
 from actors.config import build_settings
 from actors.errors import IdempotencyConflict, StoreUnavailable
-from actors.service import ChatService, given_upstream, open_chat_service
+from actors.lifetime import given_upstream, open_chat_service
+from actors.service import ChatService
 from actors.store.redis import RedisStore, open_redis_store
 
 from .fakes import HangingUpstream, ScriptedUpstream

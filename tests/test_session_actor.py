@@ -10,7 +10,7 @@ import trio.testing
 
 from actors.config import build_settings
 from actors.errors import UpstreamUnavailable
-from actors.service import given_upstream, open_chat_service
+from actors.lifetime import given_upstream, open_chat_service
 from actors.store import MemoryStore
 
 from .fakes import ScriptedUpstream

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import trio
 
-from actors.service import open_chat_service
+from actors.lifetime import open_chat_service
 from actors.store import JobRecord, MemoryStore
 from web.api.app import create_app
 from web.api.server import serve_app

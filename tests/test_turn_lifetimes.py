@@ -22,7 +22,7 @@ from actors.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from actors.service import given_upstream, open_chat_service
+from actors.lifetime import given_upstream, open_chat_service
 from actors.store import MemoryStore
 from actors.upstream import ChatRequest, Delta, StreamEvent
 

@@ -17,7 +17,8 @@ from quart_schema import QuartSchema
 from quart_trio import QuartTrio
 
 from actors.config import Settings
-from actors.service import ChatService, open_chat_service
+from actors.lifetime import open_chat_service
+from actors.service import ChatService
 from actors.store import Store
 
 from . import debug_routes, health_routes, job_routes, models_routes, session_routes

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import trio
 
 from actors.config import Settings
-from actors.service import UpstreamChoice
+from actors.lifetime import UpstreamChoice
 from actors.upstream import OpenAIUpstream, Upstream
 
 log = logging.getLogger("actorchat.web")
