@@ -23,12 +23,12 @@ from typing import Any
 import trio
 
 from .actor import Actor
-from .errors import ActorChatError, ActorCrashed, JobCancelled, JobTimedOut
+from .errors import ActorChatError, ActorCrashed, JobCancelled, JobTimedOut, UpstreamError
 from .job_events import TERMINAL, JobEvents
 from .job_queue import RunSlot
 from .ref import Ask
 from .store.base import JobRecord, JobStore
-from .upstream import ChatRequest
+from .upstream import ChatRequest, Completion
 from .upstream_caller import CallTimings, UpstreamCaller
 
 log = logging.getLogger("actorchat.jobs")
@@ -206,13 +206,8 @@ class JobActor(Actor):
         context.append({"role": "user", "content": job.message})
         timings = CallTimings()
         with trio.move_on_after(self._records.max_duration_s) as limit:
-            completion = await self._records.upstream.stream(
-                ChatRequest(context, job.model, job.temperature, job.params),
-                self._publish_piece,
-                key=self.key,
-                on_activity=self._set_activity,
-                timings=timings,
-            )
+            completion = await self._stream_answer(
+                ChatRequest(context, job.model, job.temperature, job.params), timings)
         if limit.cancelled_caught:
             raise JobTimedOut(
                 f"the job ran longer than jobs.max_duration_s ({self._records.max_duration_s:g}"
@@ -224,6 +219,32 @@ class JobActor(Actor):
         )
         await self._records.save(record, finished=True)
         log.info("job %s completed after %d attempt(s)", self.key, timings.attempts)
+
+    async def _stream_answer(self, request: ChatRequest, timings: CallTimings) -> Completion:
+        """Stream the answer to the job's listeners; start it again after a transient failure
+        mid-answer, up to ``upstream.max_attempts`` answers in all.
+
+        The caller retries only until the first piece went out, as for a streamed turn. A
+        job's client wants the whole answer, so a failure after that (a dropped connection)
+        voids the text so far (``event: reset``) and asks again, as an unstreamed call is
+        retried. The 429s, backoff and gate of each new answer are the caller's as ever.
+        """
+        caller = self._records.upstream
+        for answer in range(1, caller.config.max_attempts + 1):
+            try:
+                return await caller.stream(request, self._publish_piece, key=self.key,
+                                           on_activity=self._set_activity, timings=timings)
+            except UpstreamError as error:
+                # The caller marks an error after the first piece not transient (it will not
+                # retry it); whether its kind is transient is the class's word.
+                if not (type(error).transient and self.events.has_text
+                        and answer < caller.config.max_attempts):
+                    raise
+                log.warning("job %s: the upstream failed mid-answer (%s); asking again",
+                            self.key, error.message)
+                self.events.reset(f"the upstream failed mid-answer ({error.type}); the answer "
+                                  "starts again")
+        raise AssertionError("unreachable: the last answer's error is raised")
 
     async def _publish_piece(self, text: str) -> None:
         self.events.delta(text)  # never waits: a listener that cannot keep up is dropped

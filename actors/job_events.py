@@ -43,6 +43,13 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class TextReset:
+    """The text so far is void: the upstream failed mid-answer and the job starts it again."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class JobEnded:
     """The job has ended; ``record`` is its final record. Always the last event."""
 
@@ -56,7 +63,7 @@ class ListenerDropped:
     reason: str
 
 
-JobEvent = StatusChanged | TextDelta | JobEnded | ListenerDropped
+JobEvent = StatusChanged | TextDelta | TextReset | JobEnded | ListenerDropped
 
 
 def status_of(record: JobRecord) -> StatusChanged:
@@ -123,6 +130,16 @@ class JobEvents:
         if text:
             self._text.append(text)
             self._publish(TextDelta(text))
+
+    @property
+    def has_text(self) -> bool:
+        """True once a piece of the answer has been published (and not reset since)."""
+        return bool(self._text)
+
+    def reset(self, reason: str) -> None:
+        """Void the text published so far: the answer starts again from its first piece."""
+        self._text = []
+        self._publish(TextReset(reason))
 
     def end(self, record: JobRecord) -> None:
         """Publish the final record and end every listener's stream."""

@@ -41,19 +41,16 @@ async def test_a_hundred_jobs_complete_through_thirty_percent_transient_failures
     )
     async with server.client() as client:
         results = await run_jobs(client, 100)
-    # Jobs stream from the upstream: a drop after the first piece is not retried (retries
-    # happen only before the first delta), so those jobs fail; every other one completes.
-    failed = [result for result in results.values() if result["status"] == "failed"]
-    assert {result["error"]["type"] for result in failed} <= {"upstream_unavailable"}
     for message, result in results.items():
-        if result["status"] != "failed":
-            assert result["status"] == "completed"
-            assert result["response"] == f'Simulated reply to "{message}" (messages received: 2)'
+        assert (result["status"], result.get("error")) == ("completed", None)
+        assert result["response"] == f'Simulated reply to "{message}" (messages received: 2)'
     stats = await simulator_stats(flaky)
-    injected = stats["rate_limited_injected"] + stats["server_error"] + stats["drop"]
-    assert injected >= 20  # the faults really happened
-    assert len(failed) <= stats["drop"]
-    assert server.service.stats().upstream.retries == injected - len(failed)
+    assert stats["rate_limited_injected"] + stats["server_error"] + stats["drop"] >= 20
+    assert stats["drop"] >= 1  # jobs stream: a drop comes mid-answer, and the answer restarts
+    # 429s and 5xx come before the first piece and are the caller's retries; a drop after
+    # it makes the job ask again (event: reset), a new call rather than a retry.
+    assert server.service.stats().upstream.retries == (
+        stats["rate_limited_injected"] + stats["server_error"])
 
 
 async def test_constant_429s_fail_after_the_configured_attempts_with_retry_after(

@@ -111,7 +111,7 @@ async def test_a_failure_before_the_first_delta_is_retried(
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == final.record.response
 
 
-async def test_a_failure_after_the_first_delta_is_not_retried_and_the_job_fails(
+async def test_a_failure_after_the_first_delta_voids_the_text_and_asks_again_up_to_max_attempts(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     upstream = BreaksMidStream()
@@ -120,8 +120,11 @@ async def test_a_failure_after_the_first_delta_is_not_retried_and_the_job_fails(
         listener = await service.job_events(accepted.trace_id)
         events = await everything(listener)
         assert service.stats().upstream.in_flight == 0
-    assert upstream.streams == 1
-    assert [e.text for e in events if isinstance(e, TextDelta)] == ["half ", "an answer"]
+        assert service.stats().upstream.retries == 0  # new answers, not the caller's retries
+    assert upstream.streams == 3  # upstream.max_attempts answers in all
+    kinds = [type(event).__name__ for event in events if not isinstance(event, StatusChanged)]
+    assert kinds == ["TextDelta", "TextDelta", "TextReset"] * 2 + ["TextDelta", "TextDelta",
+                                                                  "JobEnded"]
     final = events[-1]
     assert isinstance(final, JobEnded)
     assert final.record.status == "failed"

@@ -189,7 +189,7 @@ async def test_events_of_an_unknown_or_malformed_trace_id_are_404_json(
             assert response.json()["error"]["type"] == "not_found"
 
 
-async def test_a_failure_mid_stream_ends_the_events_with_the_failed_record(
+async def test_a_failure_mid_stream_restarts_the_answer_then_ends_with_the_failed_record(
     start_server: StartServer, start_simulator: StartSimulator,
 ) -> None:
     simulator = await start_simulator(rate_stream_error=1.0, stream_chunks=4)
@@ -199,9 +199,14 @@ async def test_a_failure_mid_stream_ends_the_events_with_the_failed_record(
         async with listen(client, trace_id) as reader:
             events = await reader.rest()
         final = (await client.get(f"/chat/{trace_id}/response")).json()
+        stats = (await client.get(simulator.removesuffix("/v1") + "/_simulator/stats")).json()
     assert events[-2] == ("result", final)
+    assert all(name in (None, "status", "reset", "result") for name, _ in events)
     assert final["status"] == "failed"
     assert "response" not in final
+    # Each answer broke after its first pieces: the job asked again, max_attempts answers in
+    # all (a listener that joined late sees fewer of the resets in between).
+    assert stats["requests"] == 3
 
 
 async def test_jobs_past_max_queued_bytes_are_503_with_retry_after_until_one_ends(

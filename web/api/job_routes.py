@@ -12,7 +12,14 @@ from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_querystring, document_request, document_response
 
 from actors.errors import JobNotFound
-from actors.job_events import JobEnded, JobEvent, ListenerDropped, StatusChanged, TextDelta
+from actors.job_events import (
+    JobEnded,
+    JobEvent,
+    ListenerDropped,
+    StatusChanged,
+    TextDelta,
+    TextReset,
+)
 from actors.store import JobRecord
 
 from . import sse
@@ -148,6 +155,8 @@ def _event_bytes(event: JobEvent) -> bytes:
     if isinstance(event, StatusChanged):
         return sse.sse_event({"traceId": event.trace_id, "status": event.status,
                               "timestamp": event.timestamp}, "status")
+    if isinstance(event, TextReset):
+        return sse.sse_event({"reason": event.reason}, "reset")
     if isinstance(event, JobEnded):
         return sse.sse_event(_result_body(event.record), "result") + sse.DONE
     assert isinstance(event, ListenerDropped)
@@ -156,7 +165,8 @@ def _event_bytes(event: JobEvent) -> bytes:
 
 @blueprint.get("/chat/<trace_id>/events")
 @document_media(200, EVENT_STREAM, "the job's events until it ends: `event: status`, "
-                "`data: {\"delta\"}` pieces, `event: result` with the final record, then "
+                "`data: {\"delta\"}` pieces (`event: reset`: the text so far is void, the "
+                "answer starts again), `event: result` with the final record, then "
                 "`data: [DONE]`")
 @document_errors(404, 503)
 async def events(trace_id: str) -> Response:
