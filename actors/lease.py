@@ -58,6 +58,9 @@ class SessionLeases(Protocol):
     async def is_current(self, session_id: str, version: int) -> bool:
         """True when the session is still at ``version`` (always True where nothing is shared)."""
 
+    def counters(self) -> dict[str, int]:
+        """Lease ``waits`` (found held), ``refused`` (gave up) and ``renewals``; never awaits."""
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
         """Keep the held leases alive until cancelled (returns at once if nothing needs it)."""
@@ -88,6 +91,9 @@ class LocalLeases:
 
     async def is_current(self, session_id: str, version: int) -> bool:
         return True
+
+    def counters(self) -> dict[str, int]:
+        return {"waits": 0, "refused": 0, "renewals": 0}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:

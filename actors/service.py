@@ -122,6 +122,7 @@ class ChatService:
                           by_status=dict(self._records.finished),
                           queued_bytes=self._queue.queued_bytes),
             instance=self.instance_id, redis=self._cluster.counters() if self._cluster else None,
+            leases=self._leases.counters(),
         )
 
     async def stream_stats(self) -> StreamStats | None:

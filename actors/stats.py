@@ -75,6 +75,9 @@ class ServiceStats:
     # With Redis: jobs claimed and claimed again here, the shared rate gate's scripts run,
     # Redis errors by part ("jobs", "rate_gate"); None with the memory store.
     redis: Mapping[str, Mapping[str, int]] | None = None
+    # Session leases (over Redis; all 0 with the memory store): waits (found held by another
+    # turn), refused (not free within sessions.lease_wait_s), renewals.
+    leases: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,8 @@ async def test_a_turn_that_cannot_take_the_lease_in_time_is_refused_busy() -> No
                 await service.chat("s", "hello", "m", 0.7)
             assert refused.value.retry_after == 1.0
         assert (await service.chat("s", "hello", "m", 0.7)).response == "re: hello (2)"
+        leases = service.stats().leases  # what /metrics shows as actorchat_session_leases
+    assert (leases["waits"], leases["refused"]) == (1, 1)
 
 
 async def test_a_holder_whose_lease_was_taken_over_cannot_write_nor_release_the_new_one(

@@ -127,6 +127,9 @@ class RedisLeases:
         self.refused = 0  # acquisitions that gave up after lease_wait_s
         self.renewals = 0
 
+    def counters(self) -> dict[str, int]:
+        return {"waits": self.waits, "refused": self.refused, "renewals": self.renewals}
+
     def keys(self, session_id: str) -> list[str]:
         """The session's lease key and fence key."""
         base = f"{self.store.prefix}session:{{{session_id}}}"

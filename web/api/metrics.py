@@ -133,6 +133,10 @@ class ServiceCollector(Collector):
         yield GaugeMetricFamily(
             "actorchat_jobs_queued", "Trace jobs waiting for a running slot.", value=jobs.queued,
         )
+        yield _labelled_counter(
+            "actorchat_session_leases",
+            "Session leases (store redis): waits (found held by another turn), refused (not "
+            "free within sessions.lease_wait_s: 429), renewals.", "event", stats.leases)
         if stats.redis is not None:
             yield from _redis_metrics(stats.redis)
 
