@@ -35,6 +35,10 @@ class ServerConfig(_Section):
     max_body_bytes: int = Field(1024 * 1024, gt=0)
     drain_s: float = Field(10.0, ge=0)
     access_log: bool = True
+    # An idle keep-alive connection is closed after this long. Hypercorn (0.18) also keeps a
+    # connection its client closed open (CLOSE_WAIT) until this timer ends, so it bounds how
+    # long closed clients hold file descriptors.
+    keep_alive_s: float = Field(10.0, gt=0)
 
 
 class UpstreamConfig(_Section):
