@@ -166,3 +166,15 @@ async def test_a_turn_waiting_for_a_held_lease_backs_off_instead_of_polling_tigh
         assert 3 <= sent.count('"EVALSHA"') <= 20
         assert waiter.waits == 1
         assert await store.load_history("s") == [("user", "q"), ("assistant", "a")]
+
+
+async def test_a_fenced_turn_caps_the_stored_history_as_the_plain_append_does() -> None:
+    async with shared_redis_store(max_history_messages=4) as store, \
+            service_on(store, max_history_messages=4) as service:
+        await store.create_session("s")
+        for number in range(3):
+            await service.chat("s", f"p{number}", "m", 0.7)
+        stored = (await store.load_session("s")).history
+    # The oldest whole turn went: two turns of two messages are kept, the newest last.
+    assert [text for role, text in stored if role == "user"] == ["p1", "p2"]
+    assert [role for role, _ in stored] == ["user", "assistant"] * 2

@@ -30,7 +30,7 @@ import trio
 from ..errors import SessionBusy, StoreUnavailable
 from .base import new_session_version
 from .redis import RedisStore
-from .redis_lua import Lua
+from .redis_lua import APPEND_TURN, Lua
 
 log = logging.getLogger("actorchat.lease")
 
@@ -44,27 +44,16 @@ redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
 return {token, redis.call('GET', KEYS[3]) or '0'}
 """)
 
-# KEYS: version, messages, lease, fence. ARGV: ttl_ms, first version, user, assistant, token,
-# the most messages to keep (0: no limit; past it the oldest whole turns go, as in APPEND).
-# Returns -1 (nothing written) when another holder took the lease since, else the new version.
-APPEND_FENCED = Lua("""
-if redis.call('GET', KEYS[4]) ~= ARGV[5] then return -1 end
-redis.call('SET', KEYS[1], ARGV[2], 'NX')
-local version = redis.call('INCR', KEYS[1])
-local length = redis.call('RPUSH', KEYS[2], ARGV[3], ARGV[4])
-local limit = tonumber(ARGV[6])
-if limit > 0 and length > limit then
-  local drop = length - limit
-  drop = drop + drop % 2
-  redis.call('LTRIM', KEYS[2], drop, -1)
-end
-if tonumber(ARGV[1]) > 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  redis.call('PEXPIRE', KEYS[2], ARGV[1])
-end
-if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
-return version
-""")
+# KEYS: version, messages, lease, fence. ARGV: those of APPEND_TURN (ttl_ms, first version,
+# user, assistant, the most messages to keep), then the lease's token. Returns -1 (nothing
+# written) when another holder took the lease since, else the new version; releases the lease.
+APPEND_FENCED = Lua(
+    "if redis.call('GET', KEYS[4]) ~= ARGV[6] then return -1 end\n"
+    + APPEND_TURN
+    + "if redis.call('GET', KEYS[3]) == ARGV[6] then redis.call('DEL', KEYS[3]) end\n"
+    + "return version\n"
+)
+
 
 # KEYS: lease. ARGV: token. Deletes it only for its holder; returns 1 if it did.
 RELEASE = Lua("""
@@ -103,7 +92,7 @@ class RedisTurnLease:
         version_key, messages_key = store.session_keys(self.session_id)
         lease_key, fence_key = self._leases.keys(self.session_id)
         args = [store.session_ttl_ms, new_session_version(), "user:" + user,
-                "assistant:" + assistant, self.token, store.max_history_messages]
+                "assistant:" + assistant, store.max_history_messages, self.token]
         written: Any = await store.eval_script(
             APPEND_FENCED, [version_key, messages_key, lease_key, fence_key], args, write=True)
         self.released = True  # by the script, or taken by another holder already

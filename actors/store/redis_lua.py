@@ -28,8 +28,8 @@ end
 
 # KEYS: version, messages. ARGV: ttl_ms (0: none), first version, user, assistant, the most
 # messages to keep (0: no limit; past it the oldest whole turns, two messages each, go).
-# Returns the new version.
-APPEND = Lua("""
+# Leaves the new version in ``version``; APPEND and the lease's fenced append share it.
+APPEND_TURN = """
 redis.call('SET', KEYS[1], ARGV[2], 'NX')
 local version = redis.call('INCR', KEYS[1])
 local length = redis.call('RPUSH', KEYS[2], ARGV[3], ARGV[4])
@@ -43,8 +43,10 @@ if tonumber(ARGV[1]) > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
   redis.call('PEXPIRE', KEYS[2], ARGV[1])
 end
-return version
-""")
+"""
+
+# APPEND_TURN's keys and arguments. Returns the new version.
+APPEND = Lua(APPEND_TURN + "return version\n")
 
 # KEYS: version, messages. Returns false for an unknown session, else {version, messages}.
 LOAD = Lua("""
