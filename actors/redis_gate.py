@@ -30,13 +30,13 @@ import trio
 from coredis import exceptions as redis_errors
 
 from .rate_gate import _PACING_MARGIN, RateGate
+from .redis_pubsub import listen_forever
 from .store.redis_lua import Lua
 
 log = logging.getLogger("actorchat.gate")
 
 _BATCH = 16  # tokens asked for in one round trip at most
 _BUCKET_TTL_MS = 600_000  # a bucket nobody touched for ten minutes is forgotten
-_ERROR_PAUSE_S = 1.0
 # The budget an answer reports goes to Redis at most this often per instance (the first at
 # once): one script per answer would double the Redis cost of a call, and the bucket needs
 # only the rate, which seldom changes, and now and then the upstream's count as a ceiling.
@@ -214,28 +214,16 @@ class SharedRateGate(RateGate):
 
     async def _listen(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                       ) -> None:
-        started = False
-        while True:
-            try:
-                async with self._client.pubsub(channels=[self._channel],
-                                               ignore_subscribe_messages=True) as events:
-                    # A closure set before we listened: read once subscribed, so none is
-                    # missed between the two.
-                    closed_ms = await self._client.pttl(self._closed_key)
-                    if closed_ms > 0:
-                        super().close_for(closed_ms / 1000)
-                        self._changed.set()
-                    if not started:
-                        started = True
-                        task_status.started()
-                    async for event in events:
-                        self._on_event(str(event["data"]))
-            except _REDIS_ERRORS as error:
-                self._on_error("listening for rate-gate closures", error)
-            if not started:
-                started = True
-                task_status.started()
-            await trio.sleep(_ERROR_PAUSE_S)
+        await listen_forever(self._client, self._channel, self._on_event, self._on_error,
+                             _REDIS_ERRORS, doing="listening for rate-gate closures",
+                             on_subscribed=self._read_closure, task_status=task_status)
+
+    async def _read_closure(self) -> None:
+        # A closure set before we listened: read once subscribed, so none is missed between.
+        closed_ms = await self._client.pttl(self._closed_key)
+        if closed_ms > 0:
+            super().close_for(closed_ms / 1000)
+            self._changed.set()
 
     def _on_event(self, event: str) -> None:
         what, _, rest = event.partition(":")

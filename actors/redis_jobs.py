@@ -41,6 +41,7 @@ from .job import JobActor, JobRecords, utc_now
 from .rate_gate import RateGate
 from .redis_consumer import GROUP, REDIS_ERRORS, StreamConsumer
 from .redis_instances import Heartbeat
+from .redis_pubsub import listen_forever
 from .stats import StreamStats
 from .store.base import JobRecord
 from .store.redis import RedisStore
@@ -51,7 +52,6 @@ log = logging.getLogger("actorchat.jobs.redis")
 # How long DELETE waits for the cancelled job's final record.
 _CANCEL_WAIT_S = 5.0
 # After a Redis error, the listener waits this long before it subscribes again.
-_ERROR_PAUSE_S = 1.0
 _REDIS_ERRORS = (*REDIS_ERRORS, StoreUnavailable)
 
 
@@ -209,22 +209,9 @@ class RedisJobs:
 
     async def _listen(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                       ) -> None:
-        started = False
-        while True:
-            try:
-                async with self.client.pubsub(channels=[self.channel],
-                                               ignore_subscribe_messages=True) as events:
-                    if not started:
-                        started = True
-                        task_status.started()
-                    async for event in events:
-                        self._on_event(str(event["data"]))
-            except _REDIS_ERRORS as error:
-                self.failed("listening for job events", error)
-            if not started:
-                started = True
-                task_status.started()
-            await trio.sleep(_ERROR_PAUSE_S)
+        await listen_forever(self.client, self.channel, self._on_event, self.failed,
+                             _REDIS_ERRORS, doing="listening for job events",
+                             task_status=task_status)
 
     def _on_event(self, event: str) -> None:
         what, _, trace_id = event.partition(":")
