@@ -13,6 +13,7 @@ Test policy:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -60,19 +61,27 @@ class RunningServer:
 StartServer = Callable[..., Awaitable[RunningServer]]
 
 
-@pytest.fixture
-async def start_simulator() -> AsyncIterator[StartSimulator]:
-    """Start OpenAI simulators with the given settings; all stop at teardown."""
+@asynccontextmanager
+async def simulators(**defaults: Any) -> AsyncIterator[StartSimulator]:
+    """A starter of OpenAI simulators on free ports, each with ``defaults`` under the settings
+    it is given; all stop when the block ends."""
     async with trio.open_nursery() as nursery:
 
         async def start(**settings: Any) -> str:
-            settings.setdefault("api_key", SIM_KEY)
-            return await nursery.start(serve_simulator, SimulatorConfig(**settings))
+            config = SimulatorConfig(**{**defaults, **settings})
+            return await nursery.start(serve_simulator, config)
 
         try:
             yield start
         finally:
             nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def start_simulator() -> AsyncIterator[StartSimulator]:
+    """Start OpenAI simulators that take the test key; all stop at teardown."""
+    async with simulators(api_key=SIM_KEY) as start:
+        yield start
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from web.simulator import (
     serve_simulator,
 )
 
+from .conftest import simulators
 from .simulator_support import HELLO, KEY, MODEL, call_app, get_stats, sdk
 
 StartSimulator = Callable[..., Awaitable[str]]
@@ -42,16 +43,9 @@ StartSimulator = Callable[..., Awaitable[str]]
 
 @pytest.fixture
 async def start_simulator() -> AsyncIterator[StartSimulator]:
-    """Start simulators on free ports with the given settings; all stop at teardown."""
-    async with trio.open_nursery() as nursery:
-
-        async def start(**settings: Any) -> str:
-            return await nursery.start(serve_simulator, SimulatorConfig(**settings))
-
-        try:
-            yield start
-        finally:
-            nursery.cancel_scope.cancel()
+    """Start simulators that take any non-empty key, unless told one; all stop at teardown."""
+    async with simulators() as start:
+        yield start
 
 
 # The happy path

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-import trio
 
 from actors.config import SimulatorConfig
-from web.simulator import Simulator, serve_simulator
+from web.simulator import Simulator
 
+from .conftest import simulators
 from .simulator_support import COMPLETIONS, HELLO, MODEL, exchange_with_app, get_received, sdk
 
 StartSimulator = Callable[..., Awaitable[str]]
@@ -28,16 +28,9 @@ INT64 = 2**63
 
 @pytest.fixture
 async def start_simulator() -> AsyncIterator[StartSimulator]:
-    """Start simulators on free ports with the given settings; all stop at teardown."""
-    async with trio.open_nursery() as nursery:
-
-        async def start(**settings: Any) -> str:
-            return await nursery.start(serve_simulator, SimulatorConfig(**settings))
-
-        try:
-            yield start
-        finally:
-            nursery.cancel_scope.cancel()
+    """Start simulators that take any non-empty key, unless told one; all stop at teardown."""
+    async with simulators() as start:
+        yield start
 
 
 async def post(app: Simulator, **fields: Any) -> tuple[int, dict[str, Any]]:

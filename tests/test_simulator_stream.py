@@ -21,10 +21,11 @@ import trio
 from openai.types.chat import ChatCompletionChunk
 
 from actors.config import SimulatorConfig
-from web.simulator import Simulator, serve_simulator
+from web.simulator import Simulator
 from web.simulator.completions import ChunkEncoder, answer
 from web.simulator.request import ChatRequest
 
+from .conftest import simulators
 from .simulator_support import (
     COMPLETIONS,
     HELLO,
@@ -46,16 +47,9 @@ STREAM = {"model": MODEL, "messages": HELLO, "stream": True}
 
 @pytest.fixture
 async def start_simulator() -> AsyncIterator[StartSimulator]:
-    """Start simulators on free ports with the given settings; all stop at teardown."""
-    async with trio.open_nursery() as nursery:
-
-        async def start(**settings: Any) -> str:
-            return await nursery.start(serve_simulator, SimulatorConfig(**settings))
-
-        try:
-            yield start
-        finally:
-            nursery.cancel_scope.cancel()
+    """Start simulators that take any non-empty key, unless told one; all stop at teardown."""
+    async with simulators() as start:
+        yield start
 
 
 async def read_stream(
