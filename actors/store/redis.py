@@ -9,19 +9,20 @@ Cluster hash tag so a session's keys live in one slot and its scripts run unchan
 - ``{prefix}job:{<trace_id>}``        the job record as JSON
 - ``{prefix}idempotency:{<key>}``     ``trace_id`` and fingerprint, newline-separated
 
-Each call is one round trip: a single command, or a Lua script where it must read and write
-(scripts run atomically, so a turn is appended whole or not at all). A coredis round trip
-costs 200 to 450 us of CPU on Trio here, about the same for a script as for a bare PING, so
-the round trips are what to count (figures in the README). Session keys expire
+Each call is one command: a single Redis command, or a Lua script where it must read and
+write (scripts run atomically, so a turn is appended whole or not at all). A coredis round
+trip costs 200 to 450 us of CPU on Trio here, about the same for a script as for a bare PING,
+so the round trips are what to count (figures in the README); the commands that callers issue
+at the same moment share one pipeline (``redis_batch.AutoPipeline``). Session keys expire
 ``sessions.ttl_s`` after the last create or turn, as in the memory store.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import coredis
@@ -31,9 +32,8 @@ from coredis.retry import NoRetryPolicy
 
 from ..errors import StoreUnavailable
 from .base import JobRecord, Message, SessionSnapshot, new_session_version
+from .redis_batch import AutoPipeline, Command
 from .redis_lua import APPEND, CLAIM, CREATE, LOAD, Lua
-
-T = TypeVar("T")
 
 # What "Redis is not there" looks like; anything else (a wrong type, a script error) is a bug
 # and propagates as itself.
@@ -66,12 +66,14 @@ class RedisStore:
         self,
         client: coredis.Redis[str],
         *,
+        batch: AutoPipeline,
         prefix: str = "actorchat:",
         session_ttl_s: float | None = None,
         location: str = "redis",
         max_history_messages: int = 0,
     ) -> None:
         self._client = client
+        self._batch = batch
         self._prefix = prefix
         self._ttl_ms = _milliseconds(session_ttl_s) if session_ttl_s else 0
         self._location = location  # host:port for messages, never the URL's password
@@ -103,8 +105,7 @@ class RedisStore:
 
         A ``write`` is shielded from the caller's cancellation once sent (see the class).
         """
-        request = self._eval(script, keys, args)
-        return await (self._write(request) if write else self._read(request))
+        return await self._eval(script, keys, args, write=write)
 
     # Keys
 
@@ -140,35 +141,37 @@ class RedisStore:
 
     async def create_session(self, session_id: str) -> None:
         args = [self._ttl_ms, new_session_version()]
-        await self._write(self._eval(CREATE, self.session_keys(session_id), args))
+        await self._eval(CREATE, self.session_keys(session_id), args, write=True)
 
     async def session_exists(self, session_id: str) -> bool:
         key = self.session_keys(session_id)[0]
-        return bool(await self._read(self._client.exists([key])))
+        return bool(await self._read(lambda redis: redis.exists([key])))
 
     async def load_history(self, session_id: str) -> list[Message] | None:
         return (await self.load_session(session_id)).history
 
     async def load_session(self, session_id: str) -> SessionSnapshot:
-        found: Any = await self._read(self._eval(LOAD, self.session_keys(session_id), []))
+        found: Any = await self._eval(LOAD, self.session_keys(session_id), [], write=False)
         if not found:
             return SessionSnapshot(None, 0)
         version, encoded = found
         return SessionSnapshot([_decode(message) for message in encoded], int(version))
 
     async def session_version(self, session_id: str) -> int:
-        version = await self._read(self._client.get(self.session_keys(session_id)[0]))
+        key = self.session_keys(session_id)[0]
+        version = await self._read(lambda redis: redis.get(key))
         return 0 if version is None else int(version)
 
     async def append_turn(self, session_id: str, user: str, assistant: str) -> int:
         args = [self._ttl_ms, new_session_version(), "user:" + user, "assistant:" + assistant,
                 self._max_history_messages]
-        version: Any = await self._write(
-            self._eval(APPEND, self.session_keys(session_id), args))
+        version: Any = await self._eval(APPEND, self.session_keys(session_id), args,
+                                        write=True)
         return int(version)
 
     async def delete_session(self, session_id: str) -> bool:
-        return bool(await self._write(self._client.delete(self.session_keys(session_id))))
+        keys = self.session_keys(session_id)
+        return bool(await self._write(lambda redis: redis.delete(keys)))
 
     # Jobs
 
@@ -187,18 +190,19 @@ class RedisStore:
             separators=(",", ":"),
         )
         px = None if ttl_s is None else _milliseconds(ttl_s)
-        await self._write(self._client.set(self.job_key(record.trace_id), encoded, px=px))
+        key = self.job_key(record.trace_id)
+        await self._write(lambda redis: redis.set(key, encoded, px=px))
 
     async def load_job(self, trace_id: str) -> JobRecord | None:
-        encoded = await self._read(self._client.get(self.job_key(trace_id)))
+        key = self.job_key(trace_id)
+        encoded = await self._read(lambda redis: redis.get(key))
         return None if encoded is None else JobRecord(**json.loads(encoded))
 
     async def claim_idempotency_key(
         self, key: str, fingerprint: str, trace_id: str, ttl_s: float
     ) -> tuple[str, str] | None:
         args = [f"{trace_id}\n{fingerprint}", _milliseconds(ttl_s)]
-        bound: Any = await self._write(
-            self._eval(CLAIM, [self.idempotency_key(key)], args))
+        bound: Any = await self._eval(CLAIM, [self.idempotency_key(key)], args, write=True)
         if not bound:
             return None
         bound_trace_id, _, bound_fingerprint = bound.partition("\n")
@@ -206,30 +210,32 @@ class RedisStore:
 
     # One round trip, errors translated
 
-    async def _eval(self, script: Lua, keys: list[str], args: list[Any]) -> Any:
+    async def _eval(self, script: Lua, keys: list[str], args: list[Any], *,
+                    write: bool) -> Any:
         # EVALSHA, loading the script when Redis does not know it (first use, a restart, a
         # SCRIPT FLUSH). Not coredis's Script: its per-call retry wrapper measured about 80 us
         # of CPU more per call (400 against 320 us), a fifth of a turn's store cost.
+        send = self._write if write else self._read
         try:
-            return await self._client.evalsha(script.sha, keys, args)
+            return await send(lambda redis: redis.evalsha(script.sha, keys, args))
         except redis_errors.NoScriptError:
-            await self._client.script_load(script.source)
-            return await self._client.evalsha(script.sha, keys, args)
+            await self._write(lambda redis: redis.script_load(script.source))
+            return await send(lambda redis: redis.evalsha(script.sha, keys, args))
 
-    async def _read(self, request: Awaitable[T]) -> T:
+    async def _read(self, command: Command) -> Any:
         if self._closed:
             raise StoreUnavailable("the store is closed", retry_after=1.0)
         try:
-            return await request
+            return await self._batch.call(command)
         except _UNAVAILABLE as error:
             raise self._unavailable(error) from error
 
-    async def _write(self, request: Awaitable[T]) -> T:
+    async def _write(self, command: Command) -> Any:
         # Shielded so that a caller who goes away mid-write never leaves the outcome unknown
         # (the memory store's writes cannot be interrupted either). Bounded: coredis gives up
         # after store.timeout_s to connect and as long again for the reply.
         with trio.CancelScope(shield=True):
-            return await self._read(request)
+            return await self._read(command)
 
     def _unavailable(self, error: BaseException) -> StoreUnavailable:
         return StoreUnavailable(
@@ -274,12 +280,15 @@ async def open_redis_store(
     )
     client = coredis.Redis(connection_pool=pool, decode_responses=True,
                            retry_policy=NoRetryPolicy())
-    async with client:
+    batch = AutoPipeline(client, timeout_s=timeout_s)
+    async with client, trio.open_nursery() as nursery:
+        await nursery.start(batch.run)
         store = RedisStore(
-            client, prefix=prefix, session_ttl_s=session_ttl_s, location=redis_location(url),
-            max_history_messages=max_history_messages,
+            client, batch=batch, prefix=prefix, session_ttl_s=session_ttl_s,
+            location=redis_location(url), max_history_messages=max_history_messages,
         )
         try:
             yield store
         finally:
             await store.aclose()
+            nursery.cancel_scope.cancel()
