@@ -19,6 +19,7 @@ from actors.config import ConfigError, load_settings
 
 from . import loadtest, simulator
 from .api.logs import configure_logging
+from .gc_tuning import tune_gc
 from .workers import refuse_reason, serve_workers
 
 log = logging.getLogger("actorchat")
@@ -42,6 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if args.workers > 1 and not args.worker_of:
         return serve_workers(args, settings)
+    tune_gc()
     try:
         trio.run(partial(serve_app, settings, args.bind, workers=args.worker_of or 1))
     except KeyboardInterrupt:
