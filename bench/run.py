@@ -22,6 +22,8 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
+from web.gc_tuning import tune_gc
+
 from .procs import CLIENT_CPU, SERVER_CPU, background_busy, can_pin
 from .scenarios import SCENARIOS, Bench, Outcome, run_scenario
 
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="actorchat-bench-") as scratch:
         bench = Bench(Path(scratch), quick=args.quick, pinned=pinned, soak_s=args.soak_s)
         started = time.perf_counter()
+        tune_gc()  # the load tester runs here: a collector pause would count as latency
         outcomes = trio.run(run_all, names, bench, console)
         elapsed = time.perf_counter() - started
     console.print(render(outcomes))
