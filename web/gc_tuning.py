@@ -1,5 +1,6 @@
 """Garbage-collector settings for the long-running processes: the server, the simulator and the
 load tester (whose pauses would show as server latency in its report).
+
 CPython's defaults (collect the youngest generation every 700 net allocations, everything
 else every 10 and 100 of those) suit short scripts. A server turn allocates thousands of
 objects, so under load the collector ran about 2,000 times in 10,000 turns, and each full
