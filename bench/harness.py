@@ -102,18 +102,20 @@ class Bench:
 
     @asynccontextmanager
     async def server(
-        self, name: str, simulator: Service, *, serve_args: tuple[str, ...] = (),
+        self, name: str, simulator: Service | None, *, serve_args: tuple[str, ...] = (),
         pinned: bool = True, **settings: str
     ) -> AsyncIterator[Service]:
         """``actorchat serve`` on a free port, talking to ``simulator``; ``settings`` are
         ``ACTORCHAT_*`` variables, e.g. ``ACTORCHAT_ACTORS__IDLE_TIMEOUT_S="5"``.
 
         ``serve_args`` are added to the command (``--workers 2``); ``pinned=False`` leaves the
-        server free to use every CPU (its workers are its children: their CPU is not metered)."""
+        server free to use every CPU (its workers are its children: their CPU is not metered).
+        ``simulator=None``: each server process runs its own built-in simulator."""
         port = free_port()
+        upstream = ({"OPENAI_API_KEY": "sim-bench", "OPENAI_BASE_URL": f"{simulator.url}/v1"}
+                    if simulator is not None else {"ACTORCHAT_UPSTREAM__PROVIDER": "simulator"})
         env = clean_environment(
-            OPENAI_API_KEY="sim-bench",
-            OPENAI_BASE_URL=f"{simulator.url}/v1",
+            **upstream,
             SESSION_SECRET="bench-session-secret",
             ACTORCHAT_SERVER__ACCESS_LOG="false",
             ACTORCHAT_SERVER__DRAIN_S="2",
