@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -88,6 +88,9 @@ class JobRecords:
         self.result_ttl_s = result_ttl_s
         self.events_buffer = events_buffer
         self.finished: Counter[str] = Counter({"completed": 0, "failed": 0, "cancelled": 0})
+        # Told of each unfinished record once it is saved (the Redis jobs publish it, so that
+        # listeners on other instances hear of the change); the end is announced elsewhere.
+        self.announce: Callable[[JobRecord], Awaitable[None]] | None = None
 
     async def save(self, record: JobRecord, *, finished: bool = False) -> None:
         """Write the record; a finished one expires ``result_ttl_s`` from now."""
@@ -98,6 +101,8 @@ class JobRecords:
             # Bounded even if this process dies mid-job and the store outlives it.
             ttl = self.max_duration_s + self.result_ttl_s
         await self.store.save_job(record, ttl)
+        if not finished and self.announce is not None:
+            await self.announce(record)
 
 
 class JobActor(Actor):

@@ -184,19 +184,54 @@ class JobEvents:
                 self._forget(send)
 
 
+class JobWatch:
+    """News that a job's stored record changed, for a listener reading the store.
+
+    Whoever learns of a change (the Redis jobs' pub/sub listener) calls :meth:`changed`; a
+    change that comes while nobody waits is kept for the next :meth:`wait`, so nothing is
+    missed between reading the record and waiting. ``close`` unregisters it.
+    """
+
+    def __init__(self, release: Callable[[], None] = lambda: None) -> None:
+        self._changed = trio.Event()
+        self._release = release
+
+    def changed(self) -> None:
+        self._changed.set()
+
+    async def wait(self, longest_s: float) -> None:
+        """Return at the next change (at once if one came since the last wait), or after
+        ``longest_s``."""
+        with trio.move_on_after(longest_s):
+            await self._changed.wait()
+        self._changed = trio.Event()
+
+    def close(self) -> None:
+        self._release()
+
+
+RECHECK_S = 30.0
+"""A watched listener reads the record again after this long without news: pub/sub delivers at
+most once, so a notice sent while the subscription was reconnecting is made up for."""
+
+
 class StoredJobListener:
     """Events for a job with no live actor here, read from the store.
 
     A finished job gives its final record. An unfinished one (run by another instance) gives
-    its status, then each status change seen by reading the store every ``poll_s``, until it
-    ends, for at most ``longest_s``; a record that disappears ends the stream with
-    :class:`ListenerDropped`. Deltas are not available this way. Cancelling stops the polling.
+    its status, then each status change, until it ends, for at most ``longest_s``; a record
+    that disappears ends the stream with :class:`ListenerDropped`. Deltas are not available
+    this way. With a ``watch`` the record is read again when the watch says it changed
+    (Redis pub/sub: no polling), and every :data:`RECHECK_S` at the least; without one (only
+    reachable in one process) every ``poll_s``. Cancelling stops the waiting.
     """
 
     def __init__(self, record: JobRecord, load: Callable[[], Awaitable[JobRecord | None]],
-                 *, poll_s: float = 1.0, longest_s: float = math.inf) -> None:
+                 *, watch: JobWatch | None = None, poll_s: float = 1.0,
+                 longest_s: float = math.inf) -> None:
         self._record: JobRecord | None = record
         self._load = load
+        self._watch = watch
         self._poll_s = poll_s
         self._deadline = trio.current_time() + longest_s
         self._told: str | None = None
@@ -215,31 +250,46 @@ class StoredJobListener:
             if record.status != self._told:
                 self._told = record.status
                 return status_of(record)
-            if trio.current_time() >= self._deadline:
+            remaining = self._deadline - trio.current_time()
+            if remaining <= 0:
                 self._record = None
                 return ListenerDropped("the job did not end in time")
-            await trio.sleep(self._poll_s)
+            if self._watch is None:
+                await trio.sleep(min(self._poll_s, remaining))
+            else:
+                await self._watch.wait(min(RECHECK_S, remaining))
             self._record = await self._load()
             if self._record is None:
                 return ListenerDropped("the job's record has expired")
 
     def close(self) -> None:
-        """Nothing to release; present so both listeners are closed the same way."""
+        """Stop watching the job."""
+        if self._watch is not None:
+            self._watch.close()
 
 
 async def listen_to_job(actor: object, store: JobStore, trace_id: str, longest_s: float,
+                        watch: Callable[[str], JobWatch] | None = None,
                         ) -> JobListener | StoredJobListener:
     """A listener for the job's events; raises :class:`JobNotFound` for an unknown job. Close
     the listener when done with it.
 
     A live job's actor (``actor``, a JobActor, or None) gives the events as they happen;
     otherwise the store is read: a finished job gives its final record, an unfinished one (run
-    elsewhere) its status changes, polled, for at most ``longest_s``.
+    elsewhere) its status changes, for at most ``longest_s``, read again when ``watch`` (which
+    starts watching a trace ID; the Redis jobs' :meth:`watch`) says the record changed.
     """
     events = getattr(actor, "events", None)
     if isinstance(events, JobEvents):
         return events.listen()
-    record = await store.load_job(trace_id)
-    if record is None:
-        raise JobNotFound(f"no job with trace ID {trace_id}")
-    return StoredJobListener(record, lambda: store.load_job(trace_id), longest_s=longest_s)
+    watching = watch(trace_id) if watch is not None else None  # before reading: none missed
+    try:
+        record = await store.load_job(trace_id)
+        if record is None:
+            raise JobNotFound(f"no job with trace ID {trace_id}")
+    except BaseException:
+        if watching is not None:
+            watching.close()
+        raise
+    return StoredJobListener(record, lambda: store.load_job(trace_id), watch=watching,
+                             longest_s=longest_s)

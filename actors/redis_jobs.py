@@ -13,8 +13,9 @@ them there, and after ``jobs.claim_idle_s`` without news any instance claims the
 of ``claim_idle_s``), so a long job is not taken from it. A job can therefore run twice; its
 record tells the last outcome.
 
-Completion and cancel travel by pub/sub (``done:<trace_id>``, ``cancel:<trace_id>``), so
-``?wait`` and ``DELETE`` work from any instance and nobody polls. A cancel also leaves a
+Completion, a job's start and cancel travel by pub/sub (``done:<trace_id>``,
+``status:<trace_id>``, ``cancel:<trace_id>``), so ``?wait``, ``DELETE`` and ``/events`` work
+from any instance and nobody polls. A cancel also leaves a
 marker key, so a job cancelled before anyone claimed it is never started.
 """
 
@@ -38,6 +39,7 @@ from .errors import (
     StoreUnavailable,
 )
 from .job import JobActor, JobRecords, utc_now
+from .job_events import JobWatch
 from .rate_gate import RateGate
 from .redis_consumer import GROUP, REDIS_ERRORS, StreamConsumer
 from .redis_instances import Heartbeat
@@ -74,6 +76,8 @@ class RedisJobs:
         self.stream = f"{store.prefix}jobs"
         self.channel = f"{store.prefix}jobs:events"
         self._waiters: defaultdict[str, set[trio.Event]] = defaultdict(set)
+        self._watches: defaultdict[str, set[JobWatch]] = defaultdict(set)
+        records.announce = self._announce
         self.counts: Counter[str] = Counter(claims=0, reclaims=0, redis_errors=0)
         self.heartbeat = Heartbeat(self.client, store.prefix, instance_id, on_error=self.failed)
         self.consumer = StreamConsumer(self)
@@ -213,8 +217,33 @@ class RedisJobs:
                              _REDIS_ERRORS, doing="listening for job events",
                              task_status=task_status)
 
+    def watch(self, trace_id: str) -> JobWatch:
+        """Hear of every change of the job's record (its start, its end) until closed."""
+        watches = self._watches[trace_id]
+
+        def release() -> None:
+            watches.discard(watch)
+            if not watches and self._watches.get(trace_id) is watches:
+                del self._watches[trace_id]
+
+        watch = JobWatch(release)
+        watches.add(watch)
+        return watch
+
+    async def _announce(self, record: JobRecord) -> None:
+        if record.status == "queued":
+            return  # just submitted: nobody can be listening yet
+        # Not worth failing the job over: a listener elsewhere reads again within RECHECK_S.
+        try:
+            await self._redis(self.client.publish(self.channel, f"status:{record.trace_id}"))
+        except StoreUnavailable:
+            pass
+
     def _on_event(self, event: str) -> None:
         what, _, trace_id = event.partition(":")
+        if what in ("done", "status"):
+            for watch in list(self._watches.get(trace_id, ())):
+                watch.changed()
         if what == "done":
             for done in self._waiters.get(trace_id, ()):
                 done.set()

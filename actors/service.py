@@ -289,5 +289,7 @@ class ChatService:
 
     async def job_events(self, trace_id: str) -> JobListener | StoredJobListener:
         """A listener for the job's events; see :func:`actors.job_events.listen_to_job`."""
+        cluster = self._jobs_over_redis()
         return await listen_to_job(self._system.find("job", trace_id), self._open_store(),
-                                   trace_id, self.settings.jobs.max_duration_s)
+                                   trace_id, self.settings.jobs.max_duration_s,
+                                   watch=cluster.watch if cluster is not None else None)

@@ -153,3 +153,59 @@ async def test_a_job_cancelled_while_queued_never_calls_the_upstream() -> None:
         assert stream.entries == 0
         assert upstream.calls == 1
         assert (await service.job(waiting.trace_id)).status == "cancelled"
+
+
+class _GatedUpstream(ScriptedUpstream):
+    """Answers once ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = trio.Event()
+
+    async def complete(self, request: Any) -> Any:
+        await self.release.wait()
+        return await super().complete(request)
+
+
+async def test_events_of_a_job_run_elsewhere_follow_its_notices_not_a_poll() -> None:
+    async with shared_redis_store() as store:
+        upstream = _GatedUpstream()
+        async with open_redis_store(SHARED_REDIS_URL, prefix=store.prefix) as own_a, \
+                service_over(own_a, upstream) as runner:
+            record, _ = await runner.submit_job("hello", "m", 0.7)
+            for _ in range(500):  # the consumer's claim, in another task: 5 s at most
+                if (await runner.job(record.trace_id)).status == "processing":
+                    break
+                await trio.sleep(0.01)
+            async with open_redis_store(SHARED_REDIS_URL, prefix=store.prefix) as own_b, \
+                    service_over(own_b, ScriptedUpstream()) as other:
+                loads = 0
+                load_job = own_b.load_job
+
+                async def counted_load(trace_id: str) -> Any:
+                    nonlocal loads
+                    loads += 1
+                    return await load_job(trace_id)
+
+                own_b.load_job = counted_load  # type: ignore[method-assign]
+                listener = await other.job_events(record.trace_id)
+                events = []
+                loads_while_unchanged = -1
+
+                async def release_later() -> None:
+                    # Nothing changes for 1.5 s while the listener waits: one that polled (as
+                    # it did, every second) would have read the record again meanwhile.
+                    nonlocal loads_while_unchanged
+                    await trio.sleep(1.5)
+                    loads_while_unchanged = loads
+                    upstream.release.set()
+
+                with trio.fail_after(10):  # a guard: the notice comes in milliseconds
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(release_later)
+                        async for event in listener:
+                            events.append(event)
+                listener.close()
+        statuses = [getattr(event, "status", None) or event.record.status for event in events]
+        assert statuses == ["processing", "completed"]
+        assert (loads_while_unchanged, loads) == (1, 2)  # at the start, at the notice of the end
