@@ -17,8 +17,9 @@ its numbers and targets as an `Outcome`.
   file descriptors back to their baseline afterwards, RSS flat (within 10%).
 - ``redis``: the ``throughput`` load (and 256 conversations x 5 turns) on the memory store,
   one process over Redis, and ``--workers 2`` over Redis: turns/s ratios, errors, histories.
-- ``streaming``: 500 concurrent streamed conversations, 20 chunks 20 ms apart: time to first
-  byte above the simulator's own, delivered chunks per second, errors, histories, RSS.
+- ``streaming``: 500 concurrent streamed conversations (3 turns, think 2-6 s, starting over
+  5 s), 20 chunks 20 ms apart: time to first byte above the simulator's own, delivered chunks
+  per second, errors, histories, RSS. ``streaming-burst``: 500 streams at once, reported.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .scenarios_load import client_ceiling, many, many_burst, throughput
 from .scenarios_redis import redis
 from .scenarios_soak import soak
 from .scenarios_state import idle_memory, snapshot
-from .scenarios_stream import streaming
+from .scenarios_stream import streaming, streaming_burst
 from .scenarios_upstream import rate_limited
 
 __all__ = ["SCENARIOS", "Bench", "Outcome", "Scenario", "run_scenario"]
@@ -50,6 +51,7 @@ SCENARIOS: dict[str, Scenario] = {
     "soak": soak,
     "redis": redis,
     "streaming": streaming,
+    "streaming-burst": streaming_burst,
 }
 
 

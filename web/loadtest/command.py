@@ -108,8 +108,8 @@ def run_loadtest_command(args: argparse.Namespace) -> int:
 
 def _run_stream_command(args: argparse.Namespace) -> int:
     options = StreamOptions(url=args.url, conversations=args.conversations, turns=args.turns,
-                            ramp_s=args.ramp_s, timeout_s=args.timeout_s, check=args.check,
-                            probe_url=args.probe_url)
+                            ramp_s=args.ramp_s, think_ms=args.think_ms, seed=args.seed,
+                            timeout_s=args.timeout_s, check=args.check, probe_url=args.probe_url)
     try:
         report = trio.run(run_stream_load, options)
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ server's share can be told apart from it.
 from __future__ import annotations
 
 import json
+import random
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,12 +35,15 @@ _DELTA = b'data: {"delta"'
 @dataclass
 class StreamOptions:
     """What to run: ``conversations`` streamed conversations of ``turns`` turns, all at once
-    (or started evenly over ``ramp_s``)."""
+    (or started evenly over ``ramp_s``), pausing ``think_ms`` (uniform in A..B) between
+    turns."""
 
     url: str = "http://127.0.0.1:3000"
     conversations: int = 10
     turns: int = 1
     ramp_s: float = 0.0
+    think_ms: tuple[float, float] = (0.0, 0.0)
+    seed: int | None = None
     timeout_s: float = 120.0
     check: bool = True
     probe_url: str | None = None
@@ -126,6 +130,7 @@ class _StreamRun:
     def __init__(self, options: StreamOptions) -> None:
         self.options = options
         self.report = StreamReport(options.conversations)
+        self.random = random.Random(options.seed)
         self.ttfb: list[float] = []
         self.probe_ttfb: list[float] = []
         self.started = time.perf_counter()
@@ -142,6 +147,8 @@ class _StreamRun:
         try:
             with trio.fail_after(self.options.timeout_s):
                 for turn in range(self.options.turns):
+                    if turn and self.options.think_ms[1] > 0:
+                        await trio.sleep(self.random.uniform(*self.options.think_ms) / 1000)
                     prompt = f"conv {index} turn {turn} {self.options.tag}"
                     answers.append((prompt, await self.turn(client, prompt)))
             if self.options.check:
