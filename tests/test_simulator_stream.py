@@ -173,6 +173,48 @@ async def test_chunks_are_paced_by_the_chunk_delay_after_the_latency(
     assert reply.finished
 
 
+async def test_a_stream_that_fell_behind_catches_up_in_one_write(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Chunk k is due k * 20 ms after the first; the second write takes 50 ms to hand over, so
+    the next write, 20 ms after it, carries the chunks due at 0.04, 0.06 and 0.08 s."""
+    app = Simulator(SimulatorConfig(chunk_delay_ms=20, stream_chunks=5))
+    steady = await exchange_with_app(app, "POST", COMPLETIONS, STREAM)
+    scope = {"type": "http", "method": "POST", "path": COMPLETIONS,
+             "headers": [(b"authorization", f"Bearer {KEY}".encode())]}
+    pending = [{"type": "http.request", "body": json.dumps(STREAM).encode()}]
+    writes: list[tuple[float, bytes]] = []
+
+    async def receive() -> dict[str, Any]:
+        if pending:
+            return pending.pop()
+        await trio.sleep_forever()
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            writes.append((round(trio.current_time() - started, 6), message["body"]))
+            if len(writes) == 2:
+                await trio.sleep(0.05)
+
+    started = trio.current_time()
+    await app(scope, receive, send)
+    assert [when for when, _ in writes] == [0.0, 0.02, 0.09]
+    assert len(steady.writes) == 5  # keeping up, it writes once per chunk
+
+    def events(body: bytes) -> list[object]:
+        """The events with the per-answer id and time left out."""
+        decoded = [json.loads(block.removeprefix(b"data: ") or b"null")
+                   for block in body.split(b"\n\n")[:-2]]
+        return [{k: v for k, v in event.items() if k not in ("id", "created")}
+                for event in decoded]
+
+    body = b"".join(data for _, data in writes)
+    assert body.endswith(b"data: [DONE]\n\n")
+    assert events(body) == events(steady.body)
+    assert writes[2][1].count(b"data: ") == 5  # three content chunks, the finish, [DONE]
+    assert app.stats()["streamed"] == 2
+
+
 async def test_a_stream_stops_when_its_client_leaves(autojump_clock: trio.abc.Clock) -> None:
     app = Simulator(SimulatorConfig(chunk_delay_ms=20, stream_chunks=5))
     leaves = trio.Event()

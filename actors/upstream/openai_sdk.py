@@ -25,6 +25,7 @@ from ..errors import (
     UpstreamUnavailable,
 )
 from .base import ChatRequest, Completion, ModelInfo, StreamEvent
+from .client import UpstreamHTTPClient
 from .headers import rate_limit_of, retry_after_of
 from .streaming import CompletionStream
 from .transport import TrioHTTP11Transport
@@ -47,7 +48,7 @@ class OpenAIUpstream:
         self.label = label
         self._key = api_key  # only to take it out of upstream error text we repeat
         self.base_url = base_url or "https://api.openai.com/v1"
-        self._http = httpx2.AsyncClient(
+        self._http = UpstreamHTTPClient(
             transport=TrioHTTP11Transport(max_connections=max_connections),
             timeout=timeout_s,
         )
@@ -58,6 +59,7 @@ class OpenAIUpstream:
             timeout=timeout_s,
             http_client=self._http,
         )
+        self._completions_url = _absolute(self._client.base_url, "chat/completions")
 
     async def complete(self, request: ChatRequest) -> Completion:
         """Make one call. Raises an :class:`UpstreamError` subclass on any failure."""
@@ -111,7 +113,7 @@ class OpenAIUpstream:
             # of a turn's CPU in profiles), and with the body already encoded: a dict body is
             # deep-copied and encoded again by the SDK, the whole history on every turn.
             return await self._client.post(
-                "/chat/completions",
+                self._completions_url,
                 cast_to=httpx2.Response,
                 content=json.dumps(payload).encode(),
                 options={"security": {"bearer_auth": True}, "headers": _JSON},
@@ -152,6 +154,17 @@ def connection_error(error: openai.APIConnectionError) -> UpstreamError:
     return UpstreamUnavailable(
         f"could not reach the upstream: {type(error.__cause__ or error).__name__}"
     )
+
+
+def _absolute(base_url: httpx2.URL, path: str) -> str:
+    """``path`` under ``base_url`` as the SDK joins them, as one absolute URL.
+
+    The SDK parses a relative path and then parses it again joined to its base URL, on every
+    call; an absolute URL it parses once and uses as it is. Saves ~35 us of CPU per call
+    (callgrind, ``python -m bench.transport_cpu``'s calls: 3.03 M -> 2.92 M instructions);
+    ``tests/test_upstream_cpu_tricks.py`` checks it is the URL the SDK would build.
+    """
+    return str(base_url.copy_with(raw_path=base_url.raw_path + path.encode("ascii")))
 
 
 def _completion_from(response: httpx2.Response) -> Completion:
