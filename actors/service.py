@@ -22,7 +22,7 @@ from .job_events import JobListener, StoredJobListener, listen_to_job
 from .job_queue import JobQueue
 from .lease import leases_for
 from .model_list import ModelList
-from .ref import Ask, Reply
+from .ref import Ask, Gone, Reply
 from .session import (
     ChatTurn,
     Forget,
@@ -175,18 +175,22 @@ class ChatService:
             max_history_messages=self.settings.sessions.max_history_messages,
         )
 
-    async def _ask_session(self, session_id: str, message: Ask[Reply]) -> Reply:
+    async def _ask_session(self, session_id: str, message: Ask[Reply],
+                           gone: Gone | None = None) -> Reply:
         return await self._system.ask(
-            "session", session_id, lambda: self._session_actor(session_id), message)
+            "session", session_id, lambda: self._session_actor(session_id), message, gone)
 
     async def chat(self, session_id: str, prompt: str, model: str, temperature: float,
-                   params: Mapping[str, Any] | None = None) -> TurnReply:
+                   params: Mapping[str, Any] | None = None, *, gone: Gone | None = None,
+                   ) -> TurnReply:
         """One turn of the session's conversation, in order with its other turns.
 
         ``params`` are further OpenAI parameters (``max_tokens``, ``stop``...), already
-        checked, sent upstream as they are."""
-        return await self._ask_session(session_id,
-                                       ChatTurn(prompt, model, temperature, params or {}))
+        checked, sent upstream as they are. ``gone``, an async function that returns when
+        the caller has gone, cancels the turn when it returns (:class:`CallerLeft` is
+        raised): see :meth:`actors.ref.ReplySlot.wait`."""
+        return await self._ask_session(
+            session_id, ChatTurn(prompt, model, temperature, params or {}), gone)
 
     def stream_chat(self, session_id: str, prompt: str, model: str, temperature: float,
                     params: Mapping[str, Any] | None = None) -> TurnStream:

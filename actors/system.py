@@ -22,7 +22,7 @@ from .actor import Actor, ActorStats
 from .config import ActorsConfig
 from .errors import ActorStopped, ShuttingDown, TooManyActors
 from .mailbox_bytes import MailboxBytes, QueuedBytes
-from .ref import ActorRef, Ask, ReplySlot
+from .ref import ActorRef, Ask, Gone, ReplySlot
 from .stats import ActorTotals
 
 log = logging.getLogger("actorchat.actors")
@@ -110,14 +110,15 @@ class ActorSystem:
         return actor.ref
 
     async def ask(self, kind: str, key: str, factory: Callable[[], Actor],
-                  message: Ask[Reply]) -> Reply:
+                  message: Ask[Reply], gone: Gone | None = None) -> Reply:
         """Deliver ``message`` to the actor for (kind, key) and wait for its answer.
 
         The message is in the mailbox before a new actor starts loading, so the first caller
         of a cold key is answered first. Cancelling the caller only drops its answer.
+        ``gone`` is :meth:`~actors.ref.ReplySlot.wait`'s.
         """
         try:
-            return await self.ref(kind, key, factory).ask(message)
+            return await self.ref(kind, key, factory).ask(message, gone)
         except ActorStopped:
             if not self.accepting:
                 raise ShuttingDown("the server is shutting down", retry_after=5) from None

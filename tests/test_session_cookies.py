@@ -195,3 +195,18 @@ async def test_one_signed_session_cookie_names_that_session_on_every_route(
         assert turn.json()["response"].endswith("(messages received: 4)")
         assert (await client.delete("/api/chat", headers=cookies)).status_code == 204
     assert await _user_turns(server, alice) == []
+
+
+def test_a_cookie_is_the_id_and_its_hmac_sha256_so_issued_cookies_stay_valid() -> None:
+    """The signature's bytes are fixed: cookies issued before a change must still unsign."""
+    import hashlib
+    import hmac
+
+    from web.api.cookies import CookieSigner
+
+    key = hashlib.sha256(b"actorchat-session-cookie:secret").digest()
+    digest = hmac.new(key, b"abc", hashlib.sha256).digest()
+    expected = "abc." + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    signer = CookieSigner("secret")
+    assert signer.sign("abc") == expected
+    assert signer.unsign(expected) == "abc"

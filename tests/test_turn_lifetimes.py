@@ -185,6 +185,41 @@ async def test_a_caller_that_leaves_a_queued_turn_drops_it_before_it_goes_upstre
         assert service.stats().actors.abandoned == {"session": 1}
 
 
+async def test_a_caller_whose_gone_returns_cancels_its_running_turn_and_records_nothing(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The web layer's way of leaving: ``gone`` (its wait for the disconnect) returns."""
+    upstream = HangingUpstream()
+    store = MemoryStore()
+    async with open_chat_service(settings(), open_upstream=given_upstream(upstream),
+                                 store=store) as service:
+        await store.create_session("s")
+
+        async def leaves_after_5_s() -> None:
+            await trio.sleep(5)
+
+        with pytest.raises(CallerLeft):
+            await service.chat("s", "hi", "m", 0.7, gone=leaves_after_5_s)
+        assert trio.current_time() == pytest.approx(5)
+        await trio.testing.wait_all_tasks_blocked()
+        assert upstream.calls == 1
+        assert service.stats().upstream.in_flight == 0
+        assert service.stats().actors.abandoned == {"session": 1}
+        assert await store.load_history("s") == []
+
+
+async def test_the_answer_interrupts_the_callers_wait_on_gone(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    upstream = ScriptedUpstream()
+    async with open_chat_service(settings(), open_upstream=given_upstream(upstream)) as service:
+        session_id = await service.new_session()
+        reply = await service.chat(session_id, "hi", "m", 0.7, gone=trio.sleep_forever)
+        assert reply.response == "re: hi (1)"
+        assert [text for _, text in await service.history(session_id)] == ["hi", "re: hi (1)"]
+        assert service.stats().actors.abandoned == {}
+
+
 async def test_turns_waiting_in_one_mailbox_are_bounded_in_bytes_with_a_busy_error(
     autojump_clock: trio.abc.Clock,
 ) -> None:

@@ -4,26 +4,31 @@ Why it stays (issue 8). ``make bench`` scenario (a), 64 conversations x 10 turns
 one core, back to back on a quiet machine: 532-591 turns/s through the fast path, 378-393
 with the route sent to the Quart view; the target is 500. In-process, with the chat service
 stubbed out so only the web layer counts: about 120 us of CPU per turn here (of which ~60 us
-is the disconnect watcher below, ~20 us the edge), 320-400 us through the Quart view
-(request context, URL matching, hooks, response object, a nursery and two tasks).
+was a disconnect watcher task, now gone: see below; ~20 us the edge), 320-400 us through the
+Quart view (request context, URL matching, hooks, response object, a nursery and two tasks).
 
 It is not a second stack: the edge (``web/api/edge.py``) calls it with the same
 :class:`~web.api.exchange.Exchange` it keeps for every route, so the access line and the
 metrics are the edge's, as for any route. The session comes from the one cookie reader
 (:func:`web.api.turn.claimed_session_id`), the turn and its errors from
-:func:`web.api.turn.run_turn`, an unexpected error from
+:func:`web.api.turn.open_turn` and :func:`web.api.turn.answer_turn` (the two halves of
+:func:`~web.api.turn.run_turn`), an unexpected error from
 :func:`web.api.errors.unexpected_error_parts`, exactly as in the Quart view. No Quart hook
 applies to the route but the edge's own (``tests/test_edge.py`` pins that). The session API
 tests run through both doors: ``app.asgi_app.fast_chat = False`` sends the route to Quart.
 
-Like Quart, it cancels the handler when the client disconnects, which cancels the turn
-(dropped if queued, its upstream call cancelled if running: issue 11, finding 9); a streamed
-answer is more ``http.response.body`` messages in the same watched scope.
+Like Quart, it cancels the turn when the client disconnects (dropped if queued, its upstream
+call cancelled if running: issue 11, finding 9), and then sends nothing. An unstreamed turn
+is watched by the request's own task: while the turn runs it waits for the disconnect, and
+the answer interrupts that wait (``gone`` in :meth:`actors.ref.ReplySlot.wait`). A streamed
+turn outlives that wait, so a watcher task beside it cancels its scope (as Quart does).
 """
 
 from __future__ import annotations
 
 import trio
+
+from actors.errors import CallerLeft
 
 from .asgi import (
     ClientLeft,
@@ -47,9 +52,9 @@ from .errors import (
     json_error,
     unexpected_error_parts,
 )
-from .exchange import exchange_of
+from .exchange import Exchange, exchange_of
 from .state import AppState
-from .turn import TurnResult, claimed_session_id, run_turn
+from .turn import Turn, TurnResult, answer_turn, claimed_session_id, open_turn
 
 ROUTE = "/api/chat"
 
@@ -86,6 +91,34 @@ async def serve_chat(
         return
     claimed = claimed_session_id(state, headers)
     exchange = exchange_of(scope)
+
+    async def client_leaves() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    try:
+        opened = await open_turn(state, body, claimed, header_value(headers, b"accept"))
+        if isinstance(opened, Turn) and opened.streamed:
+            await _serve_stream(state, opened, receive, send, exchange)
+            return
+        result = opened if isinstance(opened, TurnResult) else \
+            await answer_turn(state, opened, gone=client_leaves)
+    except CallerLeft:
+        return  # the client left while the turn waited: it was cancelled, nothing to send
+    except Exception:
+        result = TurnResult(*unexpected_error_parts("POST", ROUTE))
+    if exchange is not None:
+        exchange.log_id = result.log_id
+    await send_response(send, result.status, result.body, result.headers)
+
+
+async def _serve_stream(state: AppState, turn: Turn, receive: Receive, send: Send,
+                        exchange: Exchange | None) -> None:
+    """Answer a streamed turn in a scope a watcher task cancels when the client leaves.
+
+    The stream outlives the wait for its first piece, so a task beside it watches for the
+    client's disconnect from the start to the last piece.
+    """
     answered = False
     async with trio.open_nursery() as nursery:
 
@@ -97,7 +130,7 @@ async def serve_chat(
 
         nursery.start_soon(cancel_when_client_leaves)
         try:
-            result = await run_turn(state, body, claimed, header_value(headers, b"accept"))
+            result = await answer_turn(state, turn)
         except Exception:
             result = TurnResult(*unexpected_error_parts("POST", ROUTE))
         if exchange is not None:

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 from werkzeug.http import dump_cookie
 
-from actors.errors import ActorChatError
+from actors.errors import ActorChatError, CallerLeft
+from actors.ref import Gone
 
 from .cookies import session_id_in
 from .errors import error_parts
@@ -27,6 +28,9 @@ from .models import ChatRequest, check_length, parse_body
 from .sse import wants_event_stream
 from .state import AppState
 from .turn_events import open_event_stream
+
+# json.dumps with separators builds an encoder per call; one made once: 13.5 -> 11.3 us here.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass(slots=True)
@@ -67,6 +71,89 @@ async def known_session_id(state: AppState, claimed: str | None) -> str | None:
     return None
 
 
+@dataclass(slots=True)
+class Turn:
+    """A turn checked and its session found or started, ready for :func:`answer_turn`.
+
+    ``result`` holds what the answer carries already: the new session's cookie, the log ID.
+    """
+
+    body: ChatRequest
+    session_id: str
+    streamed: bool
+    result: TurnResult
+    started: float
+
+
+async def open_turn(state: AppState, raw_body: bytes, claimed: str | None,
+                    accept: str | None = None) -> Turn | TurnResult:
+    """Validate the body and find or start the session: the first half of :func:`run_turn`.
+
+    Returns the :class:`Turn`, or the error answer (a :class:`TurnResult`) for a domain
+    error. Other exceptions propagate.
+    """
+    started = time.perf_counter()
+    result = TurnResult(200, b"")
+    try:
+        body = parse_body(raw_body, ChatRequest)
+        check_length(body.prompt, state.settings.chat.max_prompt_chars, "prompt")
+        if state.service is None:
+            raise RuntimeError("the chat service is not running")
+        session_id = await known_session_id(state, claimed)
+        if session_id is None:
+            session_id = await state.service.new_session()
+            result.headers.append(("Set-Cookie", session_cookie(state, session_id)))
+    except ActorChatError as error:
+        return _error_result(result, error)
+    result.log_id = session_id
+    return Turn(body, session_id, bool(body.stream or wants_event_stream(accept)), result,
+                started)
+
+
+async def answer_turn(state: AppState, turn: Turn, gone: Gone | None = None) -> TurnResult:
+    """Run an opened turn and build the reply: the second half of :func:`run_turn`.
+
+    ``gone`` (unstreamed turns only) is :meth:`actors.service.ChatService.chat`'s: when it
+    returns first, the turn is cancelled and :class:`~actors.errors.CallerLeft` raised.
+    """
+    settings = state.settings
+    body, result = turn.body, turn.result
+    service = state.service
+    try:
+        if service is None:
+            raise RuntimeError("the chat service is not running")
+        model = body.model or settings.chat.default_model
+        temperature = (settings.chat.default_temperature if body.temperature is None
+                       else body.temperature)
+        if turn.streamed:
+            result.events, headers = await open_event_stream(
+                service.stream_chat(turn.session_id, body.prompt, model, temperature,
+                                    params=body.openai_params())
+            )
+            result.headers.extend(headers)
+            return result
+        reply = await service.chat(turn.session_id, body.prompt, model, temperature,
+                                   params=body.openai_params(), gone=gone)
+    except CallerLeft:
+        raise  # nobody to answer
+    except ActorChatError as error:
+        return _error_result(result, error)
+    result.body = _COMPACT_JSON.encode(
+        {"response": reply.response, "model": reply.model, "usage": reply.usage}
+    ).encode()
+    total_ms = (time.perf_counter() - turn.started) * 1000
+    upstream_ms, gate_ms, mailbox_ms = (
+        reply.upstream_s * 1000, reply.gate_s * 1000, reply.mailbox_s * 1000
+    )
+    app_ms = max(0.0, total_ms - upstream_ms - gate_ms - mailbox_ms)
+    result.headers += [
+        ("Content-Type", "application/json"),
+        ("Server-Timing", f"upstream;dur={upstream_ms:.1f}, gate;dur={gate_ms:.1f}, "
+                          f"mailbox;dur={mailbox_ms:.1f}, app;dur={app_ms:.1f}"),
+    ]
+    return result
+
+
 async def run_turn(state: AppState, raw_body: bytes, claimed: str | None,
                    accept: str | None = None) -> TurnResult:
     """Validate the body, find or start the session, run the turn, build the reply.
@@ -78,47 +165,13 @@ async def run_turn(state: AppState, raw_body: bytes, claimed: str | None,
     result carries ``events`` once the first piece is in hand (errors before it are JSON).
     Cancelling this cancels the turn; nothing is recorded.
     """
-    started = time.perf_counter()
-    settings = state.settings
-    result = TurnResult(200, b"")
-    try:
-        body = parse_body(raw_body, ChatRequest)
-        check_length(body.prompt, settings.chat.max_prompt_chars, "prompt")
-        if state.service is None:
-            raise RuntimeError("the chat service is not running")
-        session_id = await known_session_id(state, claimed)
-        if session_id is None:
-            session_id = await state.service.new_session()
-            result.headers.append(("Set-Cookie", session_cookie(state, session_id)))
-        result.log_id = session_id
-        model = body.model or settings.chat.default_model
-        temperature = (settings.chat.default_temperature if body.temperature is None
-                       else body.temperature)
-        if body.stream or wants_event_stream(accept):
-            result.events, headers = await open_event_stream(
-                state.service.stream_chat(session_id, body.prompt, model, temperature,
-                                         params=body.openai_params())
-            )
-            result.headers.extend(headers)
-            return result
-        reply = await state.service.chat(session_id, body.prompt, model, temperature,
-                                         params=body.openai_params())
-    except ActorChatError as error:
-        result.status, result.body, headers = error_parts(error)
-        result.headers.extend(headers)
-        return result
-    result.body = json.dumps(
-        {"response": reply.response, "model": reply.model, "usage": reply.usage},
-        separators=(",", ":"),
-    ).encode()
-    total_ms = (time.perf_counter() - started) * 1000
-    upstream_ms, gate_ms, mailbox_ms = (
-        reply.upstream_s * 1000, reply.gate_s * 1000, reply.mailbox_s * 1000
-    )
-    app_ms = max(0.0, total_ms - upstream_ms - gate_ms - mailbox_ms)
-    result.headers += [
-        ("Content-Type", "application/json"),
-        ("Server-Timing", f"upstream;dur={upstream_ms:.1f}, gate;dur={gate_ms:.1f}, "
-                          f"mailbox;dur={mailbox_ms:.1f}, app;dur={app_ms:.1f}"),
-    ]
+    opened = await open_turn(state, raw_body, claimed, accept)
+    if isinstance(opened, TurnResult):
+        return opened
+    return await answer_turn(state, opened)
+
+
+def _error_result(result: TurnResult, error: ActorChatError) -> TurnResult:
+    result.status, result.body, headers = error_parts(error)
+    result.headers.extend(headers)
     return result
