@@ -9,7 +9,6 @@ connections; work still running at ``drain_s`` is cancelled, so turns answer 503
 
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 import time
@@ -78,34 +77,6 @@ async def wait_for_signal() -> None:
             return
 
 
-# Net allocations of tracked objects between two young-generation collections (Python: 700).
-GEN0_THRESHOLD = 10_000
-
-
-class _TuneGCOnceStarted:
-    """``serve``'s task status that, once the app has started, sets the garbage collector
-    for a server: the heap made so far (modules, the app) is collected and frozen out of
-    later collections (``gc.freeze``), and the young generation is collected every
-    ``GEN0_THRESHOLD`` net allocations instead of 700.
-
-    Why, measured with the fake instant upstream under Hypercorn, 12,800 turns, gc callbacks
-    timing every collection: 99 us of CPU a turn went to collections; 75 us with the heap
-    frozen (a full collection walked every module's objects, some 70-80 ms each); 6.5 us
-    with the threshold too. At 700, a young collection came every ~25 turns and walked the
-    objects of the 64 turns in flight, which then died in the next generation.
-    Cyclic garbage waits for at most 10,000 allocations. ``tests/test_server_config.py``.
-    """
-
-    def __init__(self, reported: trio.TaskStatus[list[str]]) -> None:
-        self._reported = reported
-
-    def started(self, value: list[str]) -> None:
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(GEN0_THRESHOLD, *gc.get_threshold()[1:])
-        self._reported.started(value)
-
-
 async def serve_app(
     settings: Settings,
     bind: str | None = None,
@@ -118,12 +89,8 @@ async def serve_app(
     """Serve actorchat (``app``, or one built from ``settings``) until ``shutdown_trigger``
     returns and the drain is over; reports the bound URLs through ``task_status``.
 
-    ``workers`` is how many processes share the port (see ``web/workers.py``). When it
-    builds the app itself (a server process, not a test), the garbage collector is set for a
-    server once the app has started (see :class:`_TuneGCOnceStarted`)."""
-    if app is None:
-        app = create_app(settings)
-        task_status = _TuneGCOnceStarted(task_status)
+    ``workers`` is how many processes share the port (see ``web/workers.py``)."""
+    app = app if app is not None else create_app(settings)
     config = hypercorn_config(bind or settings.server.bind, settings.server.drain_s, workers,
                               settings.server.keep_alive_s)
     trigger = shutdown_trigger
