@@ -1,8 +1,10 @@
 """``python -m bench.transport_cpu``: CPU per SDK call, our transport vs httpx2's default.
 
 The simulator runs in a subprocess (latency 0, so only CPU counts), and this process makes
-sequential ``OpenAIUpstream.complete`` calls, through `TrioHTTP11Transport` and through an
-``httpx2.AsyncClient`` with its default transport, in interleaved rounds. Printed: this
+sequential ``OpenAIUpstream.complete`` calls (bodies of 100 different lengths, as a
+conversation's turns have, so that nothing can be remembered per body), through
+`TrioHTTP11Transport` and through an ``httpx2.AsyncClient`` with its default transport, in
+interleaved rounds. Printed: this
 process's CPU time (``time.process_time``) per call, best of five rounds, so it is the
 client's cost alone. The figure quoted in ``actors/upstream/transport.py`` comes from here.
 """
@@ -24,20 +26,24 @@ from .procs import REPO, clean_environment, free_port, http_get
 
 KEY = "bench-key"
 REQUEST = ChatRequest([{"role": "user", "content": "hello there"}], "gpt-bench", 0.5)
+REQUESTS = [
+    ChatRequest([{"role": "user", "content": "hello there" + "!" * length}], "gpt-bench", 0.5)
+    for length in range(100)
+]
 
 
 async def cpu_per_call(upstreams: dict[str, OpenAIUpstream], calls: int) -> dict[str, float]:
     """Microseconds of this process's CPU per call for each upstream, best of five rounds,
     the rounds interleaved so that a busy machine weighs on both alike."""
     for upstream in upstreams.values():
-        for _ in range(50):
-            await upstream.complete(REQUEST)  # warm up: connections, caches
+        for request in REQUESTS[:50]:
+            await upstream.complete(request)  # warm up: connections, caches
     best = dict.fromkeys(upstreams, float("inf"))
     for _ in range(5):
         for name, upstream in upstreams.items():
             started = time.process_time()
-            for _ in range(calls):
-                await upstream.complete(REQUEST)
+            for call in range(calls):
+                await upstream.complete(REQUESTS[call % len(REQUESTS)])
             best[name] = min(best[name], (time.process_time() - started) / calls * 1e6)
     return best
 

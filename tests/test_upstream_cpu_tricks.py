@@ -100,6 +100,13 @@ def test_urls_and_header_sets_are_remembered_up_to_a_bound() -> None:
     assert len(client._merged_headers) <= 32
 
 
+def test_header_pairs_given_as_lists_are_merged_as_httpx2_merges_them() -> None:
+    client = UpstreamHTTPClient(headers={"Accept": "*/*"})
+    for _ in range(2):
+        request = client.build_request("GET", "http://h/", headers=[["Accept", "text/plain"]])
+        assert request.headers.get_list("Accept") == ["text/plain"]
+
+
 def test_relative_urls_still_join_the_client_base_url() -> None:
     client = UpstreamHTTPClient(base_url="http://h/v1/")
     for _ in range(2):

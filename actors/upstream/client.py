@@ -44,7 +44,10 @@ class UpstreamHTTPClient(httpx2.AsyncClient):
         if not isinstance(headers, list):  # the SDK passes a list of (name, value) pairs
             return super()._merge_headers(headers)
         key = (tuple(self.headers.raw), tuple(headers))
-        merged = self._merged_headers.get(key)
+        try:
+            merged = self._merged_headers.get(key)
+        except TypeError:  # pairs given as lists: unhashable, so merged as httpx2 does
+            return super()._merge_headers(headers)
         if merged is None:
             merged = super()._merge_headers(headers)
             _remember(self._merged_headers, key, merged)

@@ -32,8 +32,9 @@ What it does:
   are httpx2's (see `actors.upstream.connection`); the SDK turns them into
   ``openai.APITimeoutError`` / ``openai.APIConnectionError``.
 
-What it does not do: HTTP/2; proxies (with ``HTTPS_PROXY`` etc. set, httpx2 mounts its own
-proxy transport for those URLs, so they bypass this one); ``Expect: 100-continue`` or
+What it does not do: HTTP/2; proxies (httpx2 reads ``HTTPS_PROXY`` etc. only when it makes
+its own transport, ``AsyncClient(transport=None)``, so with this one they are ignored);
+``Expect: 100-continue`` or
 protocol upgrades; request bodies larger than memory (they are read whole before sending).
 """
 
