@@ -51,6 +51,14 @@ class MailboxesFull(RetryableError):
     type = "overloaded"
 
 
+class SessionGone(RetryableError):
+    """The session was deleted or expired (by another instance, over a shared store) since its
+    actor here last saw it; nothing was sent upstream. The web layer starts a new session and
+    runs the turn there (503 only if that one is gone at once too)."""
+
+    type = "session_gone"
+
+
 class CallerLeft(ActorChatError):
     """The caller went away: its turn was dropped or cancelled, and nothing was recorded."""
 

@@ -161,6 +161,11 @@ class ChatService:
         return session_id
 
     async def session_exists(self, session_id: str) -> bool:
+        """True if the session exists; over Redis a session live here is not asked about
+        (its turn's lease reads its version; one gone meanwhile raises SessionGone)."""
+        actor = self._system.find("session", session_id)
+        if isinstance(actor, SessionActor) and actor.shares_store and not actor.finished():
+            return True
         return await self._open_store().session_exists(session_id)
 
     def _session_actor(self, session_id: str) -> SessionActor:
@@ -207,10 +212,8 @@ class ChatService:
         )
 
     async def history(self, session_id: str) -> list[Message]:
-        """The session's recorded turns, oldest first, after those already queued for it.
-
-        Asks the session's actor (starting it from the store if it is not live).
-        """
+        """The session's recorded turns, oldest first, after those already queued for it (its
+        actor answers, started from the store if it is not live)."""
         return list((await self._ask_session(session_id, GetHistory())).messages)
 
     async def forget(self, session_id: str) -> bool:
@@ -278,10 +281,8 @@ class ChatService:
         return record
 
     async def cancel_job(self, trace_id: str) -> JobRecord:
-        """Cancel a job still queued or running; a finished job is left as it is.
-
-        Waits up to 5 s for the job to write its ``cancelled`` record, then returns the record.
-        """
+        """Cancel a job still queued or running (a finished one is left as it is); waits up to
+        5 s for the job to write its ``cancelled`` record, then returns the record."""
         if (cluster := self._jobs_over_redis()) is not None:
             return await cluster.cancel(trace_id)
         actor = self._system.find("job", trace_id)

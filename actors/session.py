@@ -18,7 +18,7 @@ import trio
 
 from .actor import Actor
 from .context import fit_context, turns_to_drop
-from .errors import CallerLeft
+from .errors import CallerLeft, SessionGone
 from .lease import LocalLeases, SessionLeases, TurnLease
 from .ref import Ask, ReplySlot
 from .store.base import Message, SessionStore
@@ -126,6 +126,11 @@ class SessionActor(Actor):
     def finished(self) -> bool:
         return self._forgotten
 
+    @property
+    def shares_store(self) -> bool:
+        """True when other instances may change or delete this session (leases over Redis)."""
+        return not isinstance(self._leases, LocalLeases)
+
     def history_length(self) -> int:
         return len(self.history)
 
@@ -157,6 +162,9 @@ class SessionActor(Actor):
 
     async def _turn(self, turn: ChatTurn) -> TurnReply:
         async with self._leases.hold(self.key) as lease:
+            if lease.version == 0:  # the shared store has no such session (any more)
+                self._forgotten = True
+                raise SessionGone("the session no longer exists", retry_after=1.0)
             if lease.version is not None and lease.version != self._version:
                 await self.load()  # another instance wrote since
             return await self._leased_turn(turn, lease)

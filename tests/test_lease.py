@@ -69,6 +69,7 @@ async def test_concurrent_turns_of_one_session_on_two_services_are_serialised_an
 
 async def test_a_turn_that_cannot_take_the_lease_in_time_is_refused_busy() -> None:
     async with shared_redis_store() as store, service_on(store, lease_wait_s=0.2) as service:
+        await store.create_session("s")
         other = RedisLeases(store, ttl_s=10, wait_s=0)
         async with other.hold("s"):
             with pytest.raises(SessionBusy, match="another instance") as refused:
@@ -139,6 +140,7 @@ async def commands_sent_during(port: int, action: Callable[[], Awaitable[object]
 async def test_a_turn_of_a_cached_session_costs_two_redis_round_trips() -> None:
     async with own_redis_server() as redis, \
             open_redis_store(redis.url, prefix="t:") as store, service_on(store) as service:
+        await store.create_session("s")
         await service.chat("s", "one", "m", 0.7)  # starts the actor: loads, loads scripts
         sent = await commands_sent_during(
             redis.port, lambda: service.chat("s", "two", "m", 0.7))

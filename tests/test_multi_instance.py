@@ -147,3 +147,30 @@ async def test_workers_over_the_memory_store_are_refused_with_the_reason(
         refused._command, env=environment, capture_stderr=True, check=False)
     assert result.returncode == 2
     assert b'needs store.backend = "redis"' in result.stderr
+
+
+async def test_a_conversation_deleted_on_one_process_starts_anew_on_the_other(
+    simulator_url: str,
+) -> None:
+    """A's actor for the session stays live and A does not ask Redis whether the session
+    exists; its next turn's lease finds it gone and A starts a new one, as for a cookie that
+    names no session."""
+    prefix = fresh_prefix()
+    environment = server_environment(SHARED_REDIS_URL, prefix, simulator_url)
+    async with shared_redis_store(prefix), \
+            running(ServerProcess(environment), ServerProcess(environment)) as (a, b), \
+            httpx.AsyncClient(timeout=30) as client:
+        assert (await chat(client, a.url, "first")).status_code == 200
+        old_cookie = client.cookies["sessionId"]
+        assert (await client.delete(f"{b.url}/api/chat")).status_code == 204
+        client.cookies.clear()
+        client.cookies.set("sessionId", old_cookie)  # the client kept the old cookie
+        reply = await chat(client, a.url, "again")
+        assert reply.status_code == 200
+        assert "messages received: 2" in reply.json()["response"]  # a new conversation
+        new_cookie = reply.cookies["sessionId"]
+        assert new_cookie != old_cookie
+        client.cookies.clear()
+        client.cookies.set("sessionId", new_cookie)
+        assert await history(client, a.url) == [
+            ("user", "again"), ("assistant", reply.json()["response"])]

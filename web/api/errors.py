@@ -53,6 +53,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.ActorChatError], int], ...] = (
     (errors.ActorStopped, 503),
     (errors.UpstreamNotConfigured, 503),
     (errors.StoreUnavailable, 503),
+    (errors.SessionGone, 503),
     (errors.JobNotFound, 404),
     (errors.IdempotencyConflict, 409),
     (errors.UpstreamRefusedKey, 502),

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from werkzeug.http import dump_cookie
 
-from actors.errors import ActorChatError, CallerLeft
+from actors.errors import ActorChatError, CallerLeft, SessionGone
 from actors.ref import Gone
 
 from .cookies import session_id_in
@@ -125,15 +125,25 @@ async def answer_turn(state: AppState, turn: Turn, gone: Gone | None = None) -> 
         model = body.model or settings.chat.default_model
         temperature = (settings.chat.default_temperature if body.temperature is None
                        else body.temperature)
-        if turn.streamed:
-            result.events, headers = await open_event_stream(
-                service.stream_chat(turn.session_id, body.prompt, model, temperature,
-                                    params=body.openai_params())
-            )
-            result.headers.extend(headers)
-            return result
-        reply = await service.chat(turn.session_id, body.prompt, model, temperature,
-                                   params=body.openai_params(), gone=gone)
+        for attempt in (1, 2):
+            try:
+                if turn.streamed:
+                    result.events, headers = await open_event_stream(
+                        service.stream_chat(turn.session_id, body.prompt, model, temperature,
+                                            params=body.openai_params())
+                    )
+                    result.headers.extend(headers)
+                    return result
+                reply = await service.chat(turn.session_id, body.prompt, model, temperature,
+                                           params=body.openai_params(), gone=gone)
+                break
+            except SessionGone:
+                if attempt == 2:
+                    raise
+                # Deleted or expired elsewhere since this instance saw it: a new one, as
+                # for a cookie naming no session.
+                turn.session_id = result.log_id = await service.new_session()
+                result.headers.append(("Set-Cookie", session_cookie(state, turn.session_id)))
     except CallerLeft:
         raise  # nobody to answer
     except ActorChatError as error:
