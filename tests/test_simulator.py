@@ -11,6 +11,7 @@ poll for the server to notice that client going away.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,6 +35,7 @@ from web.simulator import (
     run_simulate,
     serve_simulator,
 )
+from web.simulator import serve as simulator_serve
 
 from .conftest import simulators
 from .simulator_support import HELLO, KEY, MODEL, call_app, get_stats, sdk
@@ -505,3 +507,19 @@ def test_the_simulate_command_refuses_a_bad_setting(
     args = parse_simulate("--config", str(tmp_path / "absent.toml"), "--rate-429", "1.5")
     assert run_simulate(args) == 2
     assert "simulator.rate_429" in capsys.readouterr().err
+
+
+def test_the_simulate_command_serves_with_a_lazier_gc(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[int, ...]] = []
+
+    async def serve(*args: Any, **kwargs: Any) -> None:
+        seen.append(gc.get_threshold())
+
+    monkeypatch.setattr(simulator_serve, "serve_simulator", serve)
+    before = gc.get_threshold()
+    assert run_simulate(parse_simulate("--config", str(tmp_path / "absent.toml"))) == 0
+    assert seen == [(simulator_serve.GC_YOUNG_THRESHOLD, *before[1:])]
+    assert gc.get_threshold() == before
+
