@@ -28,13 +28,14 @@ GRACEFUL_TIMEOUT_S = 1.0
 GC_YOUNG_THRESHOLD = 10_000
 """The young-generation threshold of Python's cyclic GC while ``actorchat simulate`` serves
 (Python's default is 700). Trio and Hypercorn leave cycles behind every request (exceptions and
-their frames), so at 700 the collector ran about once per 11 requests and, with the older
+their frames), so at 700 the collector ran every 12 to 19 requests and, with the older
 generations it drags in, took ~70 us of CPU per chat completion (``gc.callbacks``, 20,000
 completions, 64 concurrent: 1.49 s of GC out of 23.3 s of CPU); at 10,000 it took ~2 us
-(0.05 s). End to end that took a chat completion from 643-654 to 494-538 us of simulator CPU
-(best of 5 rounds each, back to back, 20,000 requests 64 concurrent each). Set by
-`run_simulate` only, so a simulator served inside another process leaves that
-process's GC alone. Pinned by ``test_the_simulate_command_serves_with_a_lazier_gc``."""
+(0.05 s). End to end a chat completion went from 643-654 to 494-538 us of simulator CPU (the
+best of 5 back-to-back rounds of 20,000 requests 64 concurrent, in each of two sessions), with
+the resident size about the same (72 and 74 MB). Set by `run_simulate` only, so a simulator
+served inside another process leaves that process's GC alone. Pinned by
+``test_the_simulate_command_serves_with_a_lazier_gc``."""
 
 _OVERRIDES = {
     "latency_ms": float,
