@@ -38,6 +38,9 @@ class BenchError(Exception):
     """A benchmark could not run: a process did not start, or answered nonsense."""
 
 
+_STARTING_CPUS = os.sched_getaffinity(0)  # on import: before bench.run pins itself
+
+
 def can_pin() -> bool:
     """True when ``taskset`` exists and both bench CPUs are ours to use."""
     cpus = os.sched_getaffinity(0)
@@ -190,6 +193,10 @@ async def start_service(
     """
     if cpu is not None:
         argv = ["taskset", "-c", str(cpu), *argv]
+    elif shutil.which("taskset") is not None:
+        # A child inherits its parent's CPUs, and the bench runs pinned to the load tester's:
+        # an unpinned service gets back every CPU the bench started with.
+        argv = ["taskset", "-c", ",".join(map(str, sorted(_STARTING_CPUS))), *argv]
     log_path = log_dir / f"{name}.log"
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
