@@ -75,7 +75,6 @@ class RedisJobs:
         self.instance_id = instance_id
         self.stream = f"{store.prefix}jobs"
         self.channel = f"{store.prefix}jobs:events"
-        self._waiters: defaultdict[str, set[trio.Event]] = defaultdict(set)
         self._watches: defaultdict[str, set[JobWatch]] = defaultdict(set)
         records.announce = self._announce
         self.counts: Counter[str] = Counter(claims=0, reclaims=0, redis_errors=0)
@@ -153,23 +152,21 @@ class RedisJobs:
         return record
 
     async def job(self, trace_id: str, wait_s: float = 0.0) -> JobRecord:
-        """The job's record; with ``wait_s``, first wait up to that long for its end."""
-        done = trio.Event()
-        self._waiters[trace_id].add(done)
+        """The job's record; with ``wait_s``, first wait up to that long for its end (read
+        again at each notice of a change, from whichever instance runs it)."""
+        deadline = trio.current_time() + wait_s
+        watch = self.watch(trace_id)  # before reading: no notice is missed
         try:
-            record = await self.store.load_job(trace_id)
-            if record is None:
-                raise JobNotFound(f"no job with trace ID {trace_id}")
-            if wait_s <= 0 or record.finished:
-                return record
-            with trio.move_on_after(wait_s):
-                await done.wait()
+            while True:
+                record = await self.store.load_job(trace_id)
+                if record is None:
+                    raise JobNotFound(f"no job with trace ID {trace_id}")
+                remaining = deadline - trio.current_time()
+                if record.finished or remaining <= 0:
+                    return record
+                await watch.wait(remaining)
         finally:
-            self._unwait(trace_id, done)
-        record = await self.store.load_job(trace_id)
-        if record is None:
-            raise JobNotFound(f"no job with trace ID {trace_id}")
-        return record
+            watch.close()
 
     async def cancel(self, trace_id: str) -> JobRecord:
         """Cancel the job wherever it runs or waits; waits up to 5 s for its final record."""
@@ -193,13 +190,6 @@ class RedisJobs:
 
     def cancel_key(self, trace_id: str) -> str:
         return f"{self.store.job_key(trace_id)}:cancel"
-
-    def _unwait(self, trace_id: str, done: trio.Event) -> None:
-        waiting = self._waiters.get(trace_id)
-        if waiting is not None:
-            waiting.discard(done)
-            if not waiting:
-                del self._waiters[trace_id]
 
     async def _redis(self, request: Any) -> Any:
         try:
@@ -244,9 +234,6 @@ class RedisJobs:
         if what in ("done", "status"):
             for watch in list(self._watches.get(trace_id, ())):
                 watch.changed()
-        if what == "done":
-            for done in self._waiters.get(trace_id, ()):
-                done.set()
         elif what == "cancel":
             actor = self.system.find("job", trace_id)
             if isinstance(actor, JobActor):
