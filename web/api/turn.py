@@ -99,10 +99,8 @@ async def open_turn(state: AppState, raw_body: bytes, claimed: str | None,
         check_length(body.prompt, state.settings.chat.max_prompt_chars, "prompt")
         if state.service is None:
             raise RuntimeError("the chat service is not running")
-        session_id = await known_session_id(state, claimed)
-        if session_id is None:
-            session_id = await state.service.new_session()
-            result.headers.append(("Set-Cookie", session_cookie(state, session_id)))
+        session_id = await known_session_id(state, claimed) or \
+            await _new_session(state, result)
     except ActorChatError as error:
         return _error_result(result, error)
     result.log_id = session_id
@@ -142,8 +140,7 @@ async def answer_turn(state: AppState, turn: Turn, gone: Gone | None = None) -> 
                     raise
                 # Deleted or expired elsewhere since this instance saw it: a new one, as
                 # for a cookie naming no session.
-                turn.session_id = result.log_id = await service.new_session()
-                result.headers.append(("Set-Cookie", session_cookie(state, turn.session_id)))
+                turn.session_id = result.log_id = await _new_session(state, result)
     except CallerLeft:
         raise  # nobody to answer
     except ActorChatError as error:
@@ -179,6 +176,14 @@ async def run_turn(state: AppState, raw_body: bytes, claimed: str | None,
     if isinstance(opened, TurnResult):
         return opened
     return await answer_turn(state, opened)
+
+
+async def _new_session(state: AppState, result: TurnResult) -> str:
+    """Start a session and put its cookie on the answer."""
+    assert state.service is not None
+    session_id = await state.service.new_session()
+    result.headers.append(("Set-Cookie", session_cookie(state, session_id)))
+    return session_id
 
 
 def _error_result(result: TurnResult, error: ActorChatError) -> TurnResult:
