@@ -24,6 +24,7 @@ import pytest
 import trio
 
 from actors.config import SimulatorConfig
+from web.gc_tuning import OLDER_THRESHOLDS, YOUNG_THRESHOLD
 from web.simulator import (
     Fault,
     FaultPicker,
@@ -518,8 +519,8 @@ def test_the_simulate_command_serves_with_a_lazier_gc(
         seen.append(gc.get_threshold())
 
     monkeypatch.setattr(simulator_serve, "serve_simulator", serve)
-    before = gc.get_threshold()
+    before = gc.get_threshold(), gc.get_freeze_count()
     assert run_simulate(parse_simulate("--config", str(tmp_path / "absent.toml"))) == 0
-    assert seen == [(simulator_serve.GC_YOUNG_THRESHOLD, *before[1:])]
-    assert gc.get_threshold() == before
+    assert seen == [(YOUNG_THRESHOLD, *OLDER_THRESHOLDS)]
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
 

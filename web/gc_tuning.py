@@ -14,11 +14,17 @@ So: what start-up built is frozen (``gc.freeze``: never examined again; it lives
 the process anyway), and the youngest generation is collected every 20,000 allocations. Short
 reference cycles are still collected, only in bigger batches; memory stays bounded (the soak
 benchmark watches RSS). ``tests/test_gc_tuning.py`` pins the settings.
+
+The simulator measured the same (``gc.callbacks``, 20,000 completions, 64 at once): 1.49 s of
+its 23.3 s of CPU in the collector at CPython's threshold, 0.05 s at 10,000; a completion went
+from 643-654 to 494-538 us of simulator CPU, at about the same resident size (72, 74 MB).
 """
 
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 YOUNG_THRESHOLD = 20_000
 """Net allocations between two collections of the youngest generation (CPython: 700)."""
@@ -32,3 +38,16 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, *OLDER_THRESHOLDS)
+
+
+@contextmanager
+def gc_tuned() -> Iterator[None]:
+    """:func:`tune_gc` for the block, then the collector as it was: for a command that may
+    run inside another process (the tests call ``run_simulate``)."""
+    before = gc.get_threshold()
+    tune_gc()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()

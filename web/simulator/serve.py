@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import signal
 import sys
@@ -18,24 +17,13 @@ import trio
 
 from actors.config import ConfigError, SimulatorConfig, load_settings
 
+from ..gc_tuning import gc_tuned
 from .app import Simulator
 
 logger = logging.getLogger("actorchat.simulator")
 
 GRACEFUL_TIMEOUT_S = 1.0
 """How long `serve_simulator` lets requests in flight finish when it is told to shut down."""
-
-GC_YOUNG_THRESHOLD = 10_000
-"""The young-generation threshold of Python's cyclic GC while ``actorchat simulate`` serves
-(Python's default is 700). Trio and Hypercorn leave cycles behind every request (exceptions and
-their frames), so at 700 the collector ran every 12 to 19 requests and, with the older
-generations it drags in, took ~70 us of CPU per chat completion (``gc.callbacks``, 20,000
-completions, 64 concurrent: 1.49 s of GC out of 23.3 s of CPU); at 10,000 it took ~2 us
-(0.05 s). End to end a chat completion went from 643-654 to 494-538 us of simulator CPU (the
-best of 5 back-to-back rounds of 20,000 requests 64 concurrent, in each of two sessions), with
-the resident size about the same (72 and 74 MB). Set by `run_simulate` only, so a simulator
-served inside another process leaves that process's GC alone. Pinned by
-``test_the_simulate_command_serves_with_a_lazier_gc``."""
 
 _OVERRIDES = {
     "latency_ms": float,
@@ -147,17 +135,14 @@ def run_simulate(args: argparse.Namespace) -> int:
         serve_simulator, config, f"{args.host}:{args.port}", shutdown_trigger=_sigterm_received
     )
     status = 0
-    young, *older = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *older)
     try:
-        trio.run(serve)
+        with gc_tuned():  # web/gc_tuning.py: the collector's work per completion, measured
+            trio.run(serve)
     except* KeyboardInterrupt:
         pass
     except* OSError as group:
         print(f"actorchat simulate: {_first_leaf(group)}", file=sys.stderr)
         status = 1
-    finally:
-        gc.set_threshold(young, *older)
     return status
 
 
