@@ -43,11 +43,17 @@ def tune_gc() -> None:
 @contextmanager
 def gc_tuned() -> Iterator[None]:
     """:func:`tune_gc` for the block, then the collector as it was: for a command that may
-    run inside another process (the tests call ``run_simulate``)."""
+    run inside another process (the tests call ``run_simulate`` and the load tester's command).
+    Objects frozen before the block stay frozen; only what the block froze is let go."""
     before = gc.get_threshold()
-    tune_gc()
+    freezing = gc.get_freeze_count() == 0
+    if freezing:
+        gc.collect()
+        gc.freeze()
+    gc.set_threshold(YOUNG_THRESHOLD, *OLDER_THRESHOLDS)
     try:
         yield
     finally:
         gc.set_threshold(*before)
-        gc.unfreeze()
+        if freezing:
+            gc.unfreeze()

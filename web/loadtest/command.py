@@ -26,7 +26,7 @@ import sys
 
 import trio
 
-from ..gc_tuning import tune_gc
+from ..gc_tuning import gc_tuned
 from .display import print_report
 from .run import LoadOptions, run_loadtest
 from .streaming import StreamOptions, run_stream_load
@@ -86,7 +86,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def run_loadtest_command(args: argparse.Namespace) -> int:
     """The ``loadtest`` command: 0 if every turn and check passed, 1 if not, 130 on Ctrl-C."""
-    tune_gc()  # a collector pause would show as server latency in the report
+    with gc_tuned():  # a collector pause would show as server latency in the report
+        return _run_loadtest(args)
+
+
+def _run_loadtest(args: argparse.Namespace) -> int:
     if args.mode == "stream":
         return _run_stream_command(args)
     options = LoadOptions(
