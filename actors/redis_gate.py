@@ -16,9 +16,9 @@ workers; here N instances together stay under the upstream's budget:
   Redis reserves the next token for this instance and says when it is due; the pacer sleeps
   until then. So every round trip yields a token and instances never race for one.
 
-Before the upstream has reported a budget nothing goes to Redis (each instance probes at its
-own 200 calls a second). If Redis fails, the instance paces alone at the reported rate until
-Redis answers again; the failures are counted.
+Before the upstream has reported a budget nothing goes to Redis (each instance probes alone,
+one call at a time: see ``rate_gate``). If Redis fails, the instance paces alone at the
+reported rate until Redis answers again; the failures are counted.
 """
 
 from __future__ import annotations

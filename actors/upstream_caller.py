@@ -15,6 +15,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 from tenacity import (
@@ -34,7 +35,7 @@ from .errors import (
 )
 from .rate_gate import RateGate
 from .stats import UpstreamStats
-from .streamed_attempt import OnPiece, StreamedAttempt
+from .streamed_attempt import OnHead, OnPiece, StreamedAttempt
 from .upstream import ChatRequest, Completion, Upstream
 
 log = logging.getLogger("actorchat.upstream")
@@ -54,9 +55,11 @@ class CallTimings:
     last_error: UpstreamError | None = None
 
 
-# One attempt's call: the request, the attempt's deadline scope and the whole call's budget
-# scope (``max_retry_s``); a stream lifts both once the upstream has answered.
-_Call = Callable[[ChatRequest, trio.CancelScope, trio.CancelScope], Awaitable[Completion]]
+# One attempt's call: the request, the attempt's deadline scope, the whole call's budget
+# scope (``max_retry_s``; a stream lifts both once the upstream has answered) and what to
+# call, once, with the budget the answer reports, as soon as it is known.
+_Call = Callable[[ChatRequest, trio.CancelScope, trio.CancelScope, OnHead],
+                 Awaitable[Completion]]
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -135,14 +138,15 @@ class UpstreamCaller:
         error raised by ``on_piece`` (its reader went away) ends the stream, raised as is.
         Cancelling this closes the upstream stream; no task is left behind.
         """
-        attempt = StreamedAttempt(self.upstream, on_piece, self.config.timeout_s,
-                                  self.gate.answered)
+        attempt = StreamedAttempt(self.upstream, on_piece, self.config.timeout_s)
         return await self._call(attempt, request, key, on_activity, timings)
 
     async def _complete_once(self, request: ChatRequest, deadline: trio.CancelScope,
-                             budget: trio.CancelScope) -> Completion:
+                             budget: trio.CancelScope, on_head: OnHead) -> Completion:
         assert self.upstream is not None
-        return await self.upstream.complete(request)
+        completion = await self.upstream.complete(request)
+        on_head(completion.rate_limit)
+        return completion
 
     async def _call(
         self, call: _Call, request: ChatRequest, key: str,
@@ -228,7 +232,8 @@ class UpstreamCaller:
             self.in_flight += 1
             try:
                 with trio.move_on_after(self.config.timeout_s) as deadline:
-                    completion = await call(request, deadline, budget)
+                    completion = await call(request, deadline, budget,
+                                            partial(self.gate.answer_to, ticket))
                 if deadline.cancelled_caught:
                     raise UpstreamTimeout(
                         f"the upstream did not answer within {self.config.timeout_s:g} s"
@@ -236,8 +241,7 @@ class UpstreamCaller:
             except UpstreamRateLimited as error:
                 timings.last_error = error
                 self.calls["rate_limited"] += 1
-                if error.rate_limit is not None:
-                    self.gate.observe(error.rate_limit.limit, error.rate_limit.remaining, ticket)
+                self.gate.answer_to(ticket, error.rate_limit)
                 if _exhausts_shared_budget(error):
                     self.gate.close_for(self._retry_delay(error, timings.attempts))
                 else:
@@ -254,10 +258,6 @@ class UpstreamCaller:
         finally:
             self._limiter.release()
         self.calls["ok"] += 1
-        if completion.rate_limit is not None:
-            self.gate.observe(completion.rate_limit.limit, completion.rate_limit.remaining, ticket)
-        else:
-            self.gate.answered()
         return completion
 
     async def _take_slot(self) -> None:

@@ -44,9 +44,11 @@ async def test_two_instances_share_the_upstreams_request_budget(
     assert all(ran), ran  # both instances ran jobs
     assert stats["completed"] == 60
     assert 0 < trips <= stats["requests"]  # at most one token script per call
-    # Each instance pacing alone to the whole budget: 37 429s measured; shared: 0 to 7 (the
-    # start-up probes before the first answer, calls bunched by scheduling at full pace).
-    assert stats["rate_limited_rpm"] <= 15
+    # Each instance pacing alone to the whole budget: 37 429s measured. Shared: 0 to 2, also
+    # beside two busy loops (an instance's probe before its first answer is not in the
+    # budget the other reported; calls bunched by scheduling at full pace). Before the gate
+    # took the budget from a stream's head, and while it probed at 200 calls a second: 2 to 45.
+    assert stats["rate_limited_rpm"] <= 6
 
 
 # Two SharedRateGates in one process, as two instances would hold them (real Redis, so the

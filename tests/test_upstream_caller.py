@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import pytest
 import trio
@@ -19,7 +20,7 @@ from actors.errors import (
     UpstreamUnavailable,
 )
 from actors.rate_gate import RateGate
-from actors.upstream import ChatRequest, RateLimitInfo
+from actors.upstream import ChatRequest, Completion, Head, RateLimitInfo, StreamEvent
 from actors.upstream_caller import UpstreamCaller
 
 from .fakes import HangingUpstream, TimedUpstream
@@ -46,6 +47,33 @@ async def paced(gate: RateGate) -> AsyncIterator[RateGate]:
         await nursery.start(gate.run)
         yield gate
         nursery.cancel_scope.cancel()
+
+
+class HeadThenSilence:
+    """Streams its head, reporting ``rate_limit``, then nothing until cancelled."""
+
+    def __init__(self, rate_limit: RateLimitInfo) -> None:
+        self.rate_limit = rate_limit
+        self.headed = trio.Event()
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def stream(self, request: ChatRequest) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+        async def events() -> AsyncIterator[StreamEvent]:
+            yield Head(self.rate_limit)
+            self.headed.set()
+            await trio.sleep_forever()
+
+        yield events()
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def nothing(piece: str) -> None:
+    pass
 
 
 def unavailable() -> UpstreamUnavailable:
@@ -184,7 +212,8 @@ async def test_calls_in_flight_are_capped(autojump_clock) -> None:
         async with trio.open_nursery() as nursery:
             for _ in range(6):
                 nursery.start_soon(calls.complete, REQUEST)
-        assert trio.current_time() == pytest.approx(3.0, abs=0.01)  # + the first calls' spacing
+        # 0 and 0.1 (probing: no answer yet), 1.0 and 1.1, 2.0 and 2.1; the last ends at 3.1
+        assert trio.current_time() == pytest.approx(3.1)
     assert upstream.peak_in_flight == 2
     assert calls.in_flight == 0
 
@@ -231,7 +260,7 @@ async def test_a_429_with_budget_left_gives_its_token_back(autojump_clock) -> No
         assert trio.current_time() == 0
 
 
-async def test_until_the_first_answer_calls_start_at_most_200_a_second(autojump_clock) -> None:
+async def test_until_the_first_answer_calls_start_one_at_a_time(autojump_clock) -> None:
     started: list[float] = []
     async with paced(RateGate()) as gate:
 
@@ -242,11 +271,25 @@ async def test_until_the_first_answer_calls_start_at_most_200_a_second(autojump_
         async with trio.open_nursery() as nursery:
             for _ in range(10):
                 nursery.start_soon(call)
-            await trio.sleep(0.0201)
-            assert len(started) == 5  # at 0, 5, 10, 15 and 20 ms
+            await trio.sleep(0.25)
+            assert started == [0, pytest.approx(0.1), pytest.approx(0.2)]  # no answer yet
             gate.observe(limit=6000, remaining=100)  # the first answer: no more spacing
-    assert started[5:] == [pytest.approx(0.0201)] * 5
+    assert started[3:] == [pytest.approx(0.25)] * 7
     assert not gate.stats().tokens < 90
+
+
+async def test_a_stream_reports_its_budget_to_the_gate_at_its_head(autojump_clock) -> None:
+    # Were the budget taken in only when the stream ends, every call waiting at the gate
+    # meanwhile would go at once: the first answer has ended the start-up probing.
+    upstream = HeadThenSilence(RateLimitInfo(limit=600, remaining=0))
+    async with running(upstream) as calls, trio.open_nursery() as nursery:
+        nursery.start_soon(partial(calls.stream, REQUEST, on_piece=nothing))
+        with trio.fail_after(1):
+            await upstream.headed.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert calls.gate.pacing
+        assert calls.gate.stats().tokens == 0  # none left, as the head said
+        nursery.cancel_scope.cancel()
 
 
 async def test_after_any_answer_unpaced_calls_go_at_once(autojump_clock) -> None:

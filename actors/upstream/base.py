@@ -44,9 +44,19 @@ class Delta:
     text: str
 
 
-StreamEvent = Delta | Completion
-"""What a stream yields: `Delta` pieces, then one final `Completion` whose ``content`` is the
-pieces joined."""
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A stream's response head, its first event: the request budget the upstream reported.
+
+    It comes before any text so that the rate gate learns the budget at once, not when the
+    answer has finished streaming (until then it would let every waiting call through)."""
+
+    rate_limit: RateLimitInfo | None
+
+
+StreamEvent = Head | Delta | Completion
+"""What a stream yields: one `Head` (an upstream may leave it out), `Delta` pieces, then one
+final `Completion` whose ``content`` is the pieces joined."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import httpx2
 import trio
 
 from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from .base import Completion, Delta, StreamEvent
+from .base import Completion, Delta, Head, StreamEvent
 from .headers import rate_limit_of
 
 _MAX_EVENT_BYTES = 1024 * 1024
@@ -68,7 +68,7 @@ class SSEDecoder:
 
 
 class CompletionStream:
-    """The events of one streamed completion: `Delta` pieces, then one `Completion`.
+    """The events of one streamed completion: its `Head`, `Delta` pieces, then one `Completion`.
 
     It owns the HTTP ``response`` (opened with ``stream=True``) and reads it as it is
     iterated. Iteration raises `UpstreamTimeout` or `UpstreamUnavailable` when the stream
@@ -88,11 +88,15 @@ class CompletionStream:
         self._usage: dict[str, Any] | None = None
         self._finished = False  # a chunk said why the answer ended (finish_reason)
         self._done = False  # the final Completion has been returned
+        self._head = True  # the Head is still to be returned
 
     def __aiter__(self) -> CompletionStream:
         return self
 
     async def __anext__(self) -> StreamEvent:
+        if self._head:
+            self._head = False
+            return Head(rate_limit_of(self._response.headers))
         while True:
             while self._pending:
                 payload = self._pending.popleft()
