@@ -25,6 +25,7 @@ from .procs import (
     free_port,
     python_command,
     start_service,
+    wait_for_workers,
 )
 from .procs import CONFIG as CONFIG_PATH
 
@@ -127,6 +128,8 @@ class Bench:
             f"{name}-server", argv, url=f"http://127.0.0.1:{port}", ready_path="/healthz",
             env=env, cpu=self._cpu(SERVER_CPU) if pinned else None, log_dir=self.log_dir,
         ) as service, trio.open_nursery() as nursery:
+            if "--workers" in serve_args:
+                await wait_for_workers(service)
             nursery.start_soon(service.watch_memory)
             yield service
             nursery.cancel_scope.cancel()

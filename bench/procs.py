@@ -136,6 +136,11 @@ class Service:
                     values[name] = int(rest.split()[0])
         return values
 
+    def children(self) -> set[int]:
+        """The PIDs of its child processes (its workers, for ``serve --workers``)."""
+        with open(f"/proc/{self.pid}/task/{self.pid}/children") as children:
+            return {int(pid) for pid in children.read().split()}
+
     def rss_mb(self) -> float:
         return round(self.memory_kb()["VmRSS"] / 1024, 1)
 
@@ -236,6 +241,25 @@ async def _wait_ready(service: Service, ready_path: str) -> None:
         else f"not ready after {START_TIMEOUT_S:g} s"
     )
     raise BenchError(f"{service.name} {state}; end of {service.log_path}:\n{service.log_tail()}")
+
+
+async def wait_for_workers(service: Service) -> None:
+    """Return once every worker process of ``actorchat serve --workers`` (``service``'s
+    children) has announced itself in Redis (``/debug/actors``: ``stream.instances``).
+
+    The first worker up answers the readiness check while the others may still be starting;
+    connections opened then would all go to it (the workers share one listening socket).
+    """
+    workers = service.children()
+    with trio.move_on_after(START_TIMEOUT_S):
+        while True:
+            _, debug = await http_get(service.url, "/debug/actors")
+            instances = ((debug or {}).get("stream") or {}).get("instances") or {}
+            if workers <= {about.get("pid") for about in instances.values()}:
+                return
+            await trio.sleep(0.1)
+    raise BenchError(f"{service.name}: not every worker started within {START_TIMEOUT_S:g} s; "
+                     f"end of {service.log_path}:\n{service.log_tail()}")
 
 
 def python_command(*args: str) -> list[str]:

@@ -126,6 +126,9 @@ async def test_two_workers_serve_one_port_and_sigterm_stops_them_all(simulator_u
             client.headers["connection"] = "close"
             reply = await chat(client, parent.url, f"w{number}")
             assert f"messages received: {2 * number + 2}" in reply.json()["response"]
+        # One socket made by the parent and accepted from by both workers, as Hypercorn's
+        # own workers share theirs: not one SO_REUSEPORT socket per worker (web/workers.py).
+        assert listening_sockets(int(parent.url.rpartition(":")[2])) == 1
         status = await parent.stop()
     assert status == 0
     with trio.fail_after(5):
@@ -135,6 +138,13 @@ async def test_two_workers_serve_one_port_and_sigterm_stops_them_all(simulator_u
                 raise AssertionError("a worker still answers after SIGTERM")
             except httpx.ConnectError:
                 pass
+
+
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on this TCP port (``/proc/net/tcp``, state 0A: LISTEN)."""
+    with open("/proc/net/tcp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    return sum(1 for row in rows if row[1].endswith(f":{port:04X}") and row[3] == "0A")
 
 
 async def test_workers_over_the_memory_store_are_refused_with_the_reason(

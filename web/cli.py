@@ -45,7 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
         return serve_workers(args, settings)
     tune_gc()
     try:
-        trio.run(partial(serve_app, settings, args.bind, workers=args.worker_of or 1))
+        trio.run(partial(serve_app, settings, args.bind))
     except KeyboardInterrupt:
         pass
     return 0

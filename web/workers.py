@@ -1,8 +1,15 @@
 """``actorchat serve --workers N``: N server processes sharing one port.
 
-The parent starts N copies of ``actorchat serve`` (each with ``--worker-of N``); each binds the
-port with SO_REUSEPORT (Hypercorn sets it when ``workers > 1``), so the kernel spreads new
-connections over them. The parent serves nothing itself. Shared state lives in Redis, which is
+The parent binds and listens on the port, as Hypercorn's own ``--workers`` does, and starts N
+copies of ``actorchat serve`` (each with ``--worker-of N``) that inherit that one socket
+(``--bind fd://N``) and accept from it; then it closes its own copy and serves nothing itself.
+A worker busy with its requests is slower to accept, so new connections go mostly to the
+idle ones. With a socket per worker and SO_REUSEPORT instead, the kernel hashed each
+connection to a worker whatever its load: 64 keep-alive connections split 60/40 at times,
+and the busier worker set the pace. Measured, ``--workers 2`` with built-in simulators, 64
+conversations x 10 turns from a load tester on CPU 0, six runs each: 498-582 turns/s
+(median 502) with SO_REUSEPORT, 535-657 (median 604) with the shared socket
+(``tests/test_multi_instance.py`` pins the one socket). Shared state lives in Redis, which is
 why the memory store refuses N > 1: each worker would hold its own sessions, and a
 conversation would lose its history whenever its next request reached another worker.
 
@@ -20,13 +27,19 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 from types import FrameType
 
+from hypercorn.config import Config as HypercornConfig
+
 from actors.config import Settings
 
 log = logging.getLogger("actorchat")
+
+LISTEN_BACKLOG = 2048
+"""The listen backlog of the server's socket, with one process or several."""
 
 
 def refuse_reason(settings: Settings, workers: int) -> str | None:
@@ -47,10 +60,11 @@ def serve_workers(args: argparse.Namespace, settings: Settings) -> int:
         environment["SESSION_SECRET"] = secrets.token_urlsafe(32)
         log.warning("SESSION_SECRET is not set: using a random secret shared by the workers "
                     "for this run; sessions will not survive a restart")
+    bind = args.bind or settings.server.bind
+    listener = listening_socket(bind)
     command = [sys.executable, "-m", "web.cli", "--log-level", args.log_level, "serve",
-               "--config", args.config, "--worker-of", str(args.workers)]
-    if args.bind:
-        command += ["--bind", args.bind]
+               "--config", args.config, "--worker-of", str(args.workers),
+               "--bind", f"fd://{listener.fileno()}"]
     workers: dict[int, subprocess.Popen[bytes]] = {}
     stopping = False
 
@@ -66,10 +80,12 @@ def serve_workers(args: argparse.Namespace, settings: Settings) -> int:
 
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        for _ in range(args.workers):
-            worker = subprocess.Popen(command, env=environment, start_new_session=True)
-            workers[worker.pid] = worker
-        log.info("started %d workers on %s", args.workers, args.bind or settings.server.bind)
+        with listener:  # closed once the workers have it: the last worker out closes the port
+            for _ in range(args.workers):
+                worker = subprocess.Popen(command, env=environment, start_new_session=True,
+                                          pass_fds=(listener.fileno(),))
+                workers[worker.pid] = worker
+        log.info("started %d workers on %s", args.workers, bind)
         status = 0
         while workers:
             pid, wait_status = os.wait()  # retried after a signal handler runs (PEP 475)
@@ -85,3 +101,14 @@ def serve_workers(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def listening_socket(bind: str) -> socket.socket:
+    """The socket for ``bind`` (``HOST:PORT``, ``[V6]:PORT`` or ``unix:PATH``) as Hypercorn
+    makes it, listening with the server's backlog. Without SO_REUSEPORT: a second server on
+    the port fails to start instead of sharing it unseen."""
+    config = HypercornConfig()
+    config.bind = [bind]
+    (listener,) = config.create_sockets().insecure_sockets
+    listener.listen(LISTEN_BACKLOG)
+    return listener

@@ -21,6 +21,7 @@ from quart_trio import QuartTrio
 
 from actors.config import Settings
 
+from ..workers import LISTEN_BACKLOG
 from .app import CLOSING_MARGIN_S, begin_drain, create_app
 
 log = logging.getLogger("actorchat.web")
@@ -46,16 +47,14 @@ class _Config(HypercornConfig):
         return list(self._headers)
 
 
-def hypercorn_config(bind: str, drain_s: float, workers: int = 1,
-                     keep_alive_s: float = 10.0) -> HypercornConfig:
+def hypercorn_config(bind: str, drain_s: float, keep_alive_s: float = 10.0) -> HypercornConfig:
     """Hypercorn's settings; requests in flight at shutdown get ``drain_s`` and a margin.
 
-    With ``workers`` > 1 the listening socket is bound with SO_REUSEPORT (Hypercorn does it
-    for ``config.workers > 1``), so the workers of ``actorchat serve --workers`` share it.
+    ``bind`` is ``fd://N`` in a worker of ``actorchat serve --workers``: the socket its
+    parent made (``web/workers.py``).
     """
     config = _Config()
     config.bind = [bind]
-    config.workers = workers
     config.graceful_timeout = drain_s + CLOSING_MARGIN_S
     config.accesslog = None  # our access log names the session; see web/api/logs.py
     config.errorlog = logging.getLogger("hypercorn.error")
@@ -65,7 +64,7 @@ def hypercorn_config(bind: str, drain_s: float, workers: int = 1,
     # past the soak (bench soak). server.keep_alive_s bounds it (tests/test_keep_alive.py).
     config.keep_alive_timeout = keep_alive_s
     config.include_server_header = False  # nothing to gain from naming the server
-    config.backlog = 2048
+    config.backlog = LISTEN_BACKLOG
     return config
 
 
@@ -83,15 +82,12 @@ async def serve_app(
     *,
     app: QuartTrio | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = wait_for_signal,
-    workers: int = 1,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve actorchat (``app``, or one built from ``settings``) until ``shutdown_trigger``
-    returns and the drain is over; reports the bound URLs through ``task_status``.
-
-    ``workers`` is how many processes share the port (see ``web/workers.py``)."""
+    returns and the drain is over; reports the bound URLs through ``task_status``."""
     app = app if app is not None else create_app(settings)
-    config = hypercorn_config(bind or settings.server.bind, settings.server.drain_s, workers,
+    config = hypercorn_config(bind or settings.server.bind, settings.server.drain_s,
                               settings.server.keep_alive_s)
     trigger = shutdown_trigger
 
