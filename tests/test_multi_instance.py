@@ -7,10 +7,12 @@ The two processes share SESSION_SECRET, so one cookie names the same conversatio
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import pytest
 import trio
 
 from .redis_servers import SHARED_REDIS_URL, fresh_prefix, own_redis_server, shared_redis_store
@@ -157,6 +159,23 @@ async def test_workers_over_the_memory_store_are_refused_with_the_reason(
         refused._command, env=environment, capture_stderr=True, check=False)
     assert result.returncode == 2
     assert b'needs store.backend = "redis"' in result.stderr
+
+
+@pytest.mark.parametrize("extra", [(), ("--workers", "2")])
+async def test_a_port_in_use_is_refused_with_the_address_and_status_2(
+    simulator_url: str, extra: tuple[str, ...],
+) -> None:
+    environment = server_environment(SHARED_REDIS_URL, "unused:", simulator_url)
+    server = ServerProcess(environment, *extra)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", server.port))
+        taken.listen()
+        result = await trio.run_process(
+            server._command, env=environment, capture_stderr=True, check=False)
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{server.port}: Address already in use".encode() \
+        in result.stderr
+    assert b"Traceback" not in result.stderr
 
 
 async def test_a_conversation_deleted_on_one_process_starts_anew_on_the_other(

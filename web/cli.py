@@ -20,7 +20,7 @@ from actors.config import ConfigError, load_settings
 from . import loadtest, simulator
 from .api.logs import configure_logging
 from .gc_tuning import tune_gc
-from .workers import refuse_reason, serve_workers
+from .workers import listening_socket, refuse_reason, serve_workers
 
 log = logging.getLogger("actorchat")
 
@@ -41,11 +41,19 @@ def _serve(args: argparse.Namespace) -> int:
     if reason is not None:
         log.error("%s", reason)
         return 2
-    if args.workers > 1 and not args.worker_of:
-        return serve_workers(args, settings)
+    bind = args.bind or settings.server.bind
+    if not args.worker_of:  # a worker's --bind is its parent's socket, fd://N
+        try:
+            listener = listening_socket(bind)
+        except OSError as error:
+            log.error("cannot listen on %s: %s", bind, error.strerror or error)
+            return 2
+        if args.workers > 1:
+            return serve_workers(args, settings, listener)
+        bind = f"fd://{listener.detach()}"  # Hypercorn's to close now
     tune_gc()
     try:
-        trio.run(partial(serve_app, settings, args.bind))
+        trio.run(partial(serve_app, settings, bind))
     except KeyboardInterrupt:
         pass
     return 0

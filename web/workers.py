@@ -52,16 +52,15 @@ def refuse_reason(settings: Settings, workers: int) -> str | None:
     return None
 
 
-def serve_workers(args: argparse.Namespace, settings: Settings) -> int:
-    """Run ``args.workers`` worker processes until a signal stops them; the exit status."""
+def serve_workers(args: argparse.Namespace, settings: Settings, listener: socket.socket) -> int:
+    """Run ``args.workers`` worker processes on ``listener`` until a signal stops them; the
+    exit status."""
     environment = os.environ.copy()
     if settings.sessions.secret is None:
         # Every worker must sign and check cookies with one secret.
         environment["SESSION_SECRET"] = secrets.token_urlsafe(32)
         log.warning("SESSION_SECRET is not set: using a random secret shared by the workers "
                     "for this run; sessions will not survive a restart")
-    bind = args.bind or settings.server.bind
-    listener = listening_socket(bind)
     command = [sys.executable, "-m", "web.cli", "--log-level", args.log_level, "serve",
                "--config", args.config, "--worker-of", str(args.workers),
                "--bind", f"fd://{listener.fileno()}"]
@@ -85,7 +84,7 @@ def serve_workers(args: argparse.Namespace, settings: Settings) -> int:
                 worker = subprocess.Popen(command, env=environment, start_new_session=True,
                                           pass_fds=(listener.fileno(),))
                 workers[worker.pid] = worker
-        log.info("started %d workers on %s", args.workers, bind)
+        log.info("started %d workers on %s", args.workers, args.bind or settings.server.bind)
         status = 0
         while workers:
             pid, wait_status = os.wait()  # retried after a signal handler runs (PEP 475)
