@@ -17,7 +17,7 @@ workers; here N instances together stay under the upstream's budget:
   until then. So every round trip yields a token and instances never race for one.
 
 Before the upstream has reported a budget nothing goes to Redis (each instance probes alone,
-one call at a time: see ``rate_gate``). If Redis fails, the instance paces alone at the
+at 200 calls a second: see ``rate_gate``). If Redis fails, the instance paces alone at the
 reported rate until Redis answers again; the failures are counted.
 """
 

@@ -23,6 +23,11 @@ async def test_two_instances_share_the_upstreams_request_budget(
     try:
         async with server_processes(2, simulator, prefix, tmp_path) as servers, \
                 httpx.AsyncClient(timeout=60) as http:
+            # One turn on each first, so both gates know the budget: the start-up probing
+            # before an instance's first answer (200 calls a second) is not what this tests.
+            for server in servers:
+                warm = await http.post(f"{server.url}/api/chat", json={"prompt": "warm"})
+                assert warm.status_code == 200, warm.text
             trace_ids = []
 
             async def send(server: ServerProcess, n: int) -> None:
@@ -42,13 +47,13 @@ async def test_two_instances_share_the_upstreams_request_budget(
     finally:
         await cleanup(prefix)
     assert all(ran), ran  # both instances ran jobs
-    assert stats["completed"] == 60
+    assert stats["completed"] == 62
     assert 0 < trips <= stats["requests"]  # at most one token script per call
-    # Each instance pacing alone to the whole budget: 37 429s measured. Shared: 0 to 2, also
-    # beside two busy loops (an instance's probe before its first answer is not in the
-    # budget the other reported; calls bunched by scheduling at full pace). Before the gate
-    # took the budget from a stream's head, and while it probed at 200 calls a second: 2 to 45.
-    assert stats["rate_limited_rpm"] <= 6
+    # Each instance pacing alone to the whole budget: 37 429s measured. Shared: 0 in 8 runs,
+    # 0 to 1 beside two busy loops (calls bunched by scheduling at full pace). When the gate
+    # took a stream's budget only once the stream had ended, every call waiting meanwhile
+    # went at once: 15 to 45 (and this test failed in CI).
+    assert stats["rate_limited_rpm"] <= 3
 
 
 # Two SharedRateGates in one process, as two instances would hold them (real Redis, so the
