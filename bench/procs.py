@@ -60,6 +60,14 @@ def _cpu_ticks() -> dict[str, tuple[int, int]]:
     return ticks
 
 
+def steal_ticks() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs from ``/proc/stat``: the time the hypervisor gave
+    to other guests while ours wanted to run."""
+    with open("/proc/stat") as stat:
+        values = [int(value) for value in stat.readline().split()[1:9]]
+    return values[7], sum(values)
+
+
 def background_busy(seconds: float = 1.0) -> dict[str, float]:
     """How busy each CPU is over ``seconds`` before the bench starts: others' load skews it."""
     before = _cpu_ticks()
