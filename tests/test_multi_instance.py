@@ -32,6 +32,19 @@ async def running(*servers: ServerProcess) -> AsyncIterator[tuple[ServerProcess,
                 nursery.start_soon(server.stop)
 
 
+@asynccontextmanager
+async def two_processes(simulator_url: str) -> AsyncIterator[
+        tuple[ServerProcess, ServerProcess, httpx.AsyncClient]]:
+    """Two servers over the shared Redis under a fresh prefix, and a client; all stopped and
+    the prefix's keys deleted on exit."""
+    prefix = fresh_prefix()
+    environment = server_environment(SHARED_REDIS_URL, prefix, simulator_url)
+    async with shared_redis_store(prefix), \
+            running(ServerProcess(environment), ServerProcess(environment)) as (a, b), \
+            httpx.AsyncClient(timeout=30) as client:
+        yield a, b, client
+
+
 async def chat(client: httpx.AsyncClient, url: str, prompt: str) -> httpx.Response:
     return await client.post(f"{url}/api/chat", json={"prompt": prompt})
 
@@ -70,11 +83,7 @@ async def test_a_conversation_alternating_between_two_processes_keeps_one_histor
 async def test_forty_concurrent_turns_of_one_session_over_two_processes_are_each_kept_once(
     simulator_url: str,
 ) -> None:
-    prefix = fresh_prefix()
-    environment = server_environment(SHARED_REDIS_URL, prefix, simulator_url)
-    async with shared_redis_store(prefix), \
-            running(ServerProcess(environment), ServerProcess(environment)) as (a, b), \
-            httpx.AsyncClient(timeout=30) as client:
+    async with two_processes(simulator_url) as (a, b, client):
         assert (await chat(client, a.url, "start")).status_code == 200
         statuses: dict[str, int] = {}
 
@@ -184,11 +193,7 @@ async def test_a_conversation_deleted_on_one_process_starts_anew_on_the_other(
     """A's actor for the session stays live and A does not ask Redis whether the session
     exists; its next turn's lease finds it gone and A starts a new one, as for a cookie that
     names no session."""
-    prefix = fresh_prefix()
-    environment = server_environment(SHARED_REDIS_URL, prefix, simulator_url)
-    async with shared_redis_store(prefix), \
-            running(ServerProcess(environment), ServerProcess(environment)) as (a, b), \
-            httpx.AsyncClient(timeout=30) as client:
+    async with two_processes(simulator_url) as (a, b, client):
         assert (await chat(client, a.url, "first")).status_code == 200
         old_cookie = client.cookies["sessionId"]
         assert (await client.delete(f"{b.url}/api/chat")).status_code == 204
